@@ -1,0 +1,26 @@
+"""The seed's vanilla LSTM on echo: 2000 Adam updates on ONE sequence each.
+
+LSTM(25) -> Dense(10) -> softmax on 5 one-hot values in [0, 10); the target is
+the value at position 2.  Evaluated on 1,000 fresh sequences.  This protocol
+often stops short of 100% (see README); ``vanilla_fast.py`` reaches it.
+"""
+
+from lstm_flax.config_base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.name = 'vanilla'
+  c.task.name = 'echo'
+  c.task.length = 5
+  c.task.n_features = 10
+  c.task.out_index = 2
+  c.model.name = 'lstm'
+  c.model.layer_sizes = (25,)
+  c.optimizer.learning_rate = 1e-3
+  c.train.steps = 2000
+  c.train.batch_size = 1
+  c.train.steps_per_call = 500
+  c.eval.num_examples = 1000
+  c.eval.batch_size = 1000
+  return c.lock()

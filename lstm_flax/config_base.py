@@ -1,0 +1,44 @@
+"""The fields every experiment config has, with their defaults.
+
+A config file under ``configs/`` starts from :func:`base_config` and sets what
+its experiment needs.  The returned ConfigDict is locked: overriding a field
+that does not exist (``--config.train.stpes=5``) is an error.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = ''                      # the experiment's name, written to results.json
+  c.seed = 0                       # parameters and training batches derive from it
+
+  # config.task.name picks the task; the other task fields go to its generator.
+  c.task = ml_collections.ConfigDict()
+  c.task.name = ''
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'lstm'            # 'lstm' (stacked LSTM + Dense) or 'cnn_lstm'
+  c.model.layer_sizes = (25,)      # LSTM units per layer, input side first
+  c.model.unroll = 1               # time steps per iteration of the scan loop
+  c.model.dtype = 'float32'        # matmul dtype: 'float32' or 'bfloat16'
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'        # 'adam', 'adamw' or 'sgd'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = 'constant'  # 'constant' or 'cosine'
+  c.optimizer.warmup_steps = 0     # linear warmup (cosine schedule only)
+  c.optimizer.final_lr_fraction = 0.0  # cosine: final lr / peak lr
+  c.optimizer.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000             # optimizer updates
+  c.train.batch_size = 32
+  c.train.steps_per_call = 500     # K: steps per compiled call = log interval
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_examples = 1000       # fresh held-out examples
+  c.eval.batch_size = 1000         # must divide num_examples
+  c.eval.seed = 1                  # eval data stream (disjoint from training)
+  c.eval.figure_examples = 4       # examples drawn in the task's figure (0: none)
+  return c

@@ -1,0 +1,139 @@
+"""Linen models built on the LSTM layer.  Every model returns raw outputs
+(logits or regression values); the task's loss applies the activation.
+
+Dense and Conv layers use Keras' default initialisers (Glorot-uniform kernel,
+zero bias), like the seed's Keras models.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lstm_flax.lstm import LSTM
+
+glorot_uniform = nn.initializers.glorot_uniform()
+
+
+class StackedLSTM(nn.Module):
+  """LSTM(layer_sizes[0]) -> ... -> LSTM(layer_sizes[-1]) -> Dense(num_outputs).
+
+  Every layer but the last returns its whole sequence into the next; the
+  last returns its final output.  One layer is the seed's vanilla LSTM.
+
+  inputs (B, T, F) -> outputs (B, num_outputs).
+  """
+
+  layer_sizes: Sequence[int]
+  num_outputs: int
+  unroll: int = 1
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, inputs):
+    x = inputs
+    last = len(self.layer_sizes) - 1
+    for i, units in enumerate(self.layer_sizes):
+      x = LSTM(units, return_sequences=i < last, unroll=self.unroll,
+               dtype=self.dtype, name=f'lstm_{i}')(x)
+    return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
+                    name='dense')(x)
+
+
+def pooled_size(size, kernel_size, pool_size):
+  """Side of the feature map after a VALID conv and a floor-mode max-pool."""
+  return (size - kernel_size + 1) // pool_size
+
+
+class FrameEncoder(nn.Module):
+  """Conv(features, k x k, stride 1, VALID, ReLU) -> max-pool(p x p, stride p) -> flatten.
+
+  Parameters are in ``nn.Conv``'s layout: ``kernel`` (k, k, C, features),
+  ``bias`` (features,).  ``implementation='shifted_adds'`` computes the conv as
+  k*k shifted multiply-adds over only the rows/columns the pool reads (for a
+  tiny kernel with few channels this is far cheaper on CPU than XLA's
+  convolution and its gradient); ``'conv'`` uses ``lax.conv``.  Both give the
+  same numbers as ``nn.Conv`` + ``nn.max_pool``.
+
+  frames (B, H, W, C) -> features (B, Hp * Wp * features), flattened (row, col, feature).
+  """
+
+  features: int = 2
+  kernel_size: int = 2
+  pool_size: int = 2
+  implementation: str = 'shifted_adds'
+
+  @nn.compact
+  def __call__(self, frames):
+    _, height, width, channels = frames.shape
+    k, p = self.kernel_size, self.pool_size
+    kernel = self.param('kernel', glorot_uniform, (k, k, channels, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    hp, wp = pooled_size(height, k, p), pooled_size(width, k, p)
+    if self.implementation == 'shifted_adds':
+      # Only the conv outputs that the pool reads: hp*p rows, wp*p columns.
+      hc, wc = hp * p, wp * p
+      y = bias
+      for di in range(k):
+        for dj in range(k):
+          window = frames[:, di:di + hc, dj:dj + wc, :]
+          if channels == 1:
+            y = y + window * kernel[di, dj, 0]
+          else:
+            y = y + window @ kernel[di, dj]
+    elif self.implementation == 'conv':
+      y = jax.lax.conv_general_dilated(
+          frames, kernel, (1, 1), 'VALID',
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+      y = y[:, :hp * p, :wp * p]
+    else:
+      raise ValueError(f"FrameEncoder.implementation must be 'shifted_adds' or "
+                       f"'conv'; got {self.implementation!r}")
+    y = nn.relu(y)
+    batch = y.shape[0]
+    y = y.reshape(batch, hp, p, wp, p, self.features).max(axis=(2, 4))
+    return y.reshape(batch, hp * wp * self.features)
+
+
+class CNNLSTM(nn.Module):
+  """FrameEncoder applied to every frame (``nn.vmap`` over time, shared
+  parameters, like Keras' TimeDistributed) -> StackedLSTM.
+
+  frames (B, T, H, W, C) -> outputs (B, num_outputs).
+  """
+
+  layer_sizes: Sequence[int]
+  num_outputs: int
+  conv_features: int = 2
+  kernel_size: int = 2
+  pool_size: int = 2
+  encoder_implementation: str = 'shifted_adds'
+  unroll: int = 1
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, frames):
+    encoder = nn.vmap(FrameEncoder, in_axes=1, out_axes=1,
+                      variable_axes={'params': None},
+                      split_rngs={'params': False})
+    x = encoder(self.conv_features, self.kernel_size, self.pool_size,
+                self.encoder_implementation, name='encoder')(frames)
+    return StackedLSTM(self.layer_sizes, self.num_outputs, self.unroll,
+                       self.dtype, name='rnn')(x)
+
+
+def make_model(model_config, num_outputs) -> nn.Module:
+  """Builds the model named ``model_config.name`` with a head of ``num_outputs``."""
+  options = dict(model_config)
+  name = options.pop('name')
+  if name not in MODELS:
+    raise ValueError(f'config.model.name={name!r} is not a known model; '
+                     f'known models: {sorted(MODELS)}')
+  dtype = options.pop('dtype', 'float32')
+  options['dtype'] = None if dtype == 'float32' else jnp.dtype(dtype)
+  options['layer_sizes'] = tuple(options['layer_sizes'])
+  return MODELS[name](num_outputs=num_outputs, **options)
+
+
+MODELS = {'lstm': StackedLSTM, 'cnn_lstm': CNNLSTM}

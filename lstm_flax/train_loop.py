@@ -1,0 +1,230 @@
+"""The one training loop every experiment shares.
+
+Flow: config -> task (generator, loss, metrics) + model -> ``TrainState`` ->
+``train_chunk``: one jitted ``lax.scan`` over K steps, each drawing its batch
+on the device from ``fold_in(train_key, step)`` -> host logs every K steps ->
+``evaluate`` (jitted, on keys disjoint from training) -> results.json.
+"""
+
+import json
+import os
+import time
+from typing import Any, Dict, Tuple
+
+from absl import logging
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lstm_flax import models
+from lstm_flax import tasks
+
+TrainState = train_state.TrainState
+
+# Streams folded from the run's seed: parameters, training batches, eval.
+_INIT, _TRAIN, _EVAL = 0, 1, 2
+
+
+def run_keys(seed: int, eval_seed: int):
+  """(init_key, train_key, eval_key).  Eval keys come from a separate fold of
+  ``eval_seed``, so held-out data never equals a training batch."""
+  root = jax.random.key(seed)
+  return (jax.random.fold_in(root, _INIT), jax.random.fold_in(root, _TRAIN),
+          jax.random.fold_in(jax.random.key(eval_seed), _EVAL))
+
+
+def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
+  """Adam / AdamW / SGD with a constant or (warmup-)cosine learning rate."""
+  lr = opt_config.learning_rate
+  if opt_config.schedule == 'constant':
+    schedule = lr
+  elif opt_config.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0 if opt_config.warmup_steps else lr, lr, opt_config.warmup_steps,
+        max(total_steps, opt_config.warmup_steps + 1),
+        end_value=lr * opt_config.final_lr_fraction)
+  else:
+    raise ValueError(f"config.optimizer.schedule={opt_config.schedule!r}; "
+                     f"known: ['constant', 'cosine']")
+  optimizers = {'adam': optax.adam, 'adamw': optax.adamw, 'sgd': optax.sgd}
+  if opt_config.name not in optimizers:
+    raise ValueError(f'config.optimizer.name={opt_config.name!r}; known: '
+                     f'{sorted(optimizers)}')
+  tx = optimizers[opt_config.name](schedule)
+  if opt_config.grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
+  return tx
+
+
+def create_train_state(model: nn.Module, task: tasks.Task, tx, init_key):
+  """Initialises parameters from one generated example's shapes."""
+  inputs, _ = jax.eval_shape(lambda: task.generate(jax.random.key(0), 1))
+  params = model.init(init_key, jnp.zeros(inputs.shape, inputs.dtype))['params']
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def make_train_step(task: tasks.Task, batch_size: int, train_key):
+  """state -> (state, loss): one update on the batch of step ``state.step``."""
+
+  def train_step(state: TrainState):
+    inputs, targets = task.generate(jax.random.fold_in(train_key, state.step),
+                                    batch_size)
+
+    def loss_fn(params):
+      return task.loss(state.apply_fn({'params': params}, inputs), targets)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+  return train_step
+
+
+def make_train_chunk(train_step, steps_per_call: int):
+  """A jitted ``(state, num_steps) -> (state, losses (K,))`` running
+  ``num_steps <= K`` steps in one ``lax.scan`` of fixed length K.
+
+  ``num_steps`` is a traced argument, so the last, shorter chunk reuses the
+  same compiled program; skipped steps report a NaN loss.
+  """
+
+  def chunk(state, num_steps):
+
+    def body(state, i):
+      return jax.lax.cond(i < num_steps, train_step,
+                          lambda s: (s, jnp.full((), jnp.nan, jnp.float32)),
+                          state)
+
+    return jax.lax.scan(body, state, jnp.arange(steps_per_call))
+
+  return jax.jit(chunk, donate_argnums=0)
+
+
+def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int, eval_key):
+  """A jitted ``params -> {metric: mean}`` over the first ``num_examples``
+  examples of the eval stream, ``batch_size`` at a time."""
+  if num_examples % batch_size:
+    raise ValueError(f'config.eval.num_examples={num_examples} must be a '
+                     f'multiple of config.eval.batch_size={batch_size}')
+
+  def evaluate(apply_fn, params):
+
+    def one_batch(i):
+      inputs, targets = task.generate(eval_key, batch_size, offset=i * batch_size)
+      return task.metrics(apply_fn({'params': params}, inputs), targets)
+
+    per_batch = jax.lax.map(one_batch, jnp.arange(num_examples // batch_size))
+    return jax.tree_util.tree_map(jnp.mean, per_batch)
+
+  return jax.jit(evaluate, static_argnums=0)
+
+
+def write_json(path: str, obj: Any):
+  """Writes JSON atomically: a temp file in the same folder, then a rename."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+  """Trains ``config`` and writes results.json and metrics.jsonl to ``workdir``."""
+  start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  task = tasks.make_task(config.task)
+  model = models.make_model(config.model, task.num_outputs)
+  steps = config.train.steps
+  steps_per_call = min(config.train.steps_per_call, steps)
+  init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed)
+
+  tx = make_optimizer(config.optimizer, steps)
+  state = create_train_state(model, task, tx, init_key)
+  train_chunk = make_train_chunk(
+      make_train_step(task, config.train.batch_size, train_key), steps_per_call)
+  evaluate = make_evaluate(task, config.eval.num_examples,
+                           config.eval.batch_size, eval_key)
+
+  compile_start = time.perf_counter()
+  train_chunk = train_chunk.lower(state, 0).compile()
+  compile_seconds = time.perf_counter() - compile_start
+  logging.info('%s: %s on %s, %d steps of batch %d, %d per call; compiled in '
+               '%.2fs', config.name, task.name, jax.devices()[0].platform,
+               steps, config.train.batch_size, steps_per_call, compile_seconds)
+
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  train_start = time.perf_counter()
+  step = 0
+  last_loss = float('nan')
+  with open(metrics_path, 'w') as metrics_file:
+    while step < steps:
+      num = min(steps_per_call, steps - step)
+      chunk_start = time.perf_counter()
+      state, losses = train_chunk(state, num)
+      losses = np.asarray(losses[:num])  # blocks until the chunk is done
+      now = time.perf_counter()
+      step += num
+      last_loss = float(losses[-1])
+      steps_per_second = num / (now - chunk_start)
+      record = {'step': step, 'train_loss': float(losses.mean()),
+                'steps_per_second': steps_per_second,
+                'elapsed_seconds': now - train_start}
+      metrics_file.write(json.dumps(record) + '\n')
+      metrics_file.flush()
+      logging.info('step %d/%d  loss %.4f  %.0f steps/s  ETA %s', step, steps,
+                   record['train_loss'], steps_per_second,
+                   _format_eta((steps - step) / steps_per_second))
+    train_seconds = time.perf_counter() - train_start
+
+    eval_metrics = {k: float(v) for k, v in
+                    evaluate(state.apply_fn, state.params).items()}
+    eval_metrics = task.summarize(eval_metrics)
+    metrics_file.write(json.dumps(
+        {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
+                       + '\n')
+  logging.info('eval on %d held-out examples: %s', config.eval.num_examples,
+               ', '.join(f'{k}={v:.5g}' for k, v in eval_metrics.items()))
+
+  if task.figure is not None and config.eval.figure_examples > 0:
+    draw_figure(task, state, eval_key, config.eval.figure_examples, workdir)
+
+  results = {
+      'config': config.name,
+      'task': task.name,
+      'model': config.model.name,
+      'seed': config.seed,
+      'steps': steps,
+      'batch_size': config.train.batch_size,
+      'train_seconds': train_seconds,
+      'compile_seconds': compile_seconds,
+      'total_seconds': time.perf_counter() - start,
+      'final_train_loss': last_loss,
+      'eval': {'num_examples': config.eval.num_examples, **eval_metrics},
+      'platform': jax.devices()[0].platform,
+  }
+  write_json(os.path.join(workdir, 'results.json'), results)
+  return results
+
+
+def draw_figure(task, state, eval_key, num_examples, workdir):
+  """Draws the task's figure of the first few held-out examples, if matplotlib
+  is installed; otherwise logs one line and goes on."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    logging.info('matplotlib is not installed: figure skipped '
+                 "(pip install -e '.[plot]' to draw it)")
+    return None
+  inputs, targets = task.generate(eval_key, num_examples)
+  predictions = task.decode(state.apply_fn({'params': state.params}, inputs))
+  path = task.figure(workdir, np.asarray(inputs), np.asarray(targets),
+                     np.asarray(predictions))
+  logging.info('figure: %s', path)
+  return path
