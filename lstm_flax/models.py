@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lstm_flax import conv_pool
 from lstm_flax.lstm import LSTM
 
 glorot_uniform = nn.initializers.glorot_uniform()
@@ -50,10 +51,11 @@ class FrameEncoder(nn.Module):
   """Conv(features, k x k, stride 1, VALID, ReLU) -> max-pool(p x p, stride p) -> flatten.
 
   Parameters are in ``nn.Conv``'s layout: ``kernel`` (k, k, C, features),
-  ``bias`` (features,).  ``implementation='shifted_adds'`` computes the conv as
-  k*k shifted multiply-adds over only the rows/columns the pool reads (for a
-  tiny kernel with few channels this is far cheaper on CPU than XLA's
-  convolution and its gradient); ``'conv'`` uses ``lax.conv``.  Both give the
+  ``bias`` (features,).  ``implementation='shifted_adds'`` computes conv, ReLU
+  and pool together on the pooled grid with a hand-written gradient
+  (``conv_pool.py``; for a tiny kernel with few channels far cheaper on CPU
+  than XLA's convolution and its gradient); ``'conv'`` uses ``lax.conv`` and a
+  reshape max-pool.  Both give the
   same numbers as ``nn.Conv`` + ``nn.max_pool``.
 
   frames (B, H, W, C) -> features (B, Hp * Wp * features), flattened (row, col, feature).
@@ -72,28 +74,17 @@ class FrameEncoder(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     hp, wp = pooled_size(height, k, p), pooled_size(width, k, p)
     if self.implementation == 'shifted_adds':
-      # Only the conv outputs that the pool reads: hp*p rows, wp*p columns.
-      hc, wc = hp * p, wp * p
-      y = bias
-      for di in range(k):
-        for dj in range(k):
-          window = frames[:, di:di + hc, dj:dj + wc, :]
-          if channels == 1:
-            y = y + window * kernel[di, dj, 0]
-          else:
-            y = y + window @ kernel[di, dj]
+      y = conv_pool.conv_relu_pool(frames, kernel, bias, p)
     elif self.implementation == 'conv':
       y = jax.lax.conv_general_dilated(
           frames, kernel, (1, 1), 'VALID',
           dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
-      y = y[:, :hp * p, :wp * p]
+      y = nn.relu(y[:, :hp * p, :wp * p])
+      y = y.reshape(-1, hp, p, wp, p, self.features).max(axis=(2, 4))
     else:
       raise ValueError(f"FrameEncoder.implementation must be 'shifted_adds' or "
                        f"'conv'; got {self.implementation!r}")
-    y = nn.relu(y)
-    batch = y.shape[0]
-    y = y.reshape(batch, hp, p, wp, p, self.features).max(axis=(2, 4))
-    return y.reshape(batch, hp * wp * self.features)
+    return y.reshape(y.shape[0], hp * wp * self.features)
 
 
 class CNNLSTM(nn.Module):

@@ -1,0 +1,65 @@
+"""Figures (optional: needs matplotlib, ``pip install -e '.[plot]'``).
+
+Each function takes numpy arrays of a few held-out examples and writes a PNG
+into ``workdir``, returning its path.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+
+def forecast_figure(workdir, inputs, targets, predictions):
+  """Damped sine: inputs (B, T, 1), targets and predictions (B, K) -> forecast.png."""
+  n = inputs.shape[0]
+  length, horizon = inputs.shape[1], targets.shape[1]
+  fig, axes = plt.subplots(n, 1, figsize=(8, 2.2 * n), sharex=True, squeeze=False)
+  t_in = np.arange(length)
+  t_out = np.arange(length, length + horizon)
+  for i, ax in enumerate(axes[:, 0]):
+    ax.plot(t_in, inputs[i, :, 0], color='0.5', label='input')
+    ax.plot(t_out, targets[i], 'o-', color='tab:blue', label='true next values')
+    ax.plot(t_out, predictions[i], 'x--', color='tab:red', label='predicted')
+    mae = np.abs(predictions[i] - targets[i]).mean()
+    ax.set_title(f'held-out sequence {i}: MAE of the forecast {mae:.4f}', fontsize=9)
+    ax.set_ylabel('f(i)')
+    ax.grid(alpha=0.3)
+  axes[0, 0].legend(loc='upper right', fontsize=8)
+  axes[-1, 0].set_xlabel('time step i')
+  fig.tight_layout()
+  path = os.path.join(workdir, 'forecast.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def moving_line_figure(workdir, frames, labels, predictions):
+  """Moving line: frames (B, T, H, W, 1), labels and predictions (B,) -> moving_line.png.
+
+  Each row shows frames at a few time steps, ending with the last one.
+  """
+  n, t = frames.shape[:2]
+  steps = np.linspace(0, t - 1, 5).astype(int)
+  fig, axes = plt.subplots(n, len(steps), figsize=(1.8 * len(steps), 2 * n),
+                           squeeze=False)
+  names = {1: 'right', 0: 'left'}
+  for i in range(n):
+    for j, step in enumerate(steps):
+      ax = axes[i, j]
+      ax.imshow(frames[i, step, :, :, 0], cmap='Greys', vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if i == 0:
+        ax.set_title(f'frame {step}', fontsize=9)
+    ok = 'ok' if labels[i] == predictions[i] else 'WRONG'
+    axes[i, 0].set_ylabel(f'true {names[int(labels[i])]}\npredicted '
+                          f'{names[int(predictions[i])]} ({ok})', fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(workdir, 'moving_line.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
