@@ -13,6 +13,7 @@ import tempfile
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from lstm_flax import train_loop
@@ -26,12 +27,20 @@ _WORKDIR = flags.DEFINE_string(
     'workdir', None,
     'Directory for results.json and metrics.jsonl '
     '(default: <system temp dir>/lstm_flax/<config name>).')
+_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir',
+    os.path.join(tempfile.gettempdir(), 'lstm_flax_xla_cache'),
+    "JAX's persistent compilation cache: a rerun of the same program skips "
+    "XLA compilation.  '' disables it.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  if _CACHE_DIR.value:
+    jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   workdir = _WORKDIR.value or os.path.join(tempfile.gettempdir(), 'lstm_flax',
                                            config.name or 'run')
   logging.info('workdir: %s', workdir)

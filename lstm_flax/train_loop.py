@@ -6,6 +6,7 @@ on the device from ``fold_in(train_key, step)`` -> host logs every K steps ->
 ``evaluate`` (jitted, on keys disjoint from training) -> results.json.
 """
 
+import concurrent.futures
 import json
 import os
 import time
@@ -23,6 +24,10 @@ from lstm_flax import models
 from lstm_flax import tasks
 
 TrainState = train_state.TrainState
+
+# Programs that run once (init, eval) compile with LLVM at -O0: 3-4x faster to
+# compile on CPU, and they are too short for the slower code to matter.
+_RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0}
 
 # Streams folded from the run's seed: parameters, training batches, eval.
 _INIT, _TRAIN, _EVAL = 0, 1, 2
@@ -59,11 +64,22 @@ def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation
   return tx
 
 
-def create_train_state(model: nn.Module, task: tasks.Task, tx, init_key):
-  """Initialises parameters from one generated example's shapes."""
+def make_init(model: nn.Module, task: tasks.Task, tx):
+  """A jitted ``init_key -> TrainState``: parameters from one generated
+  example's shapes, and the optimizer state (eager init of a scanned model is
+  slow)."""
   inputs, _ = jax.eval_shape(lambda: task.generate(jax.random.key(0), 1))
-  params = model.init(init_key, jnp.zeros(inputs.shape, inputs.dtype))['params']
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  @jax.jit
+  def init(key):
+    params = model.init(key, jnp.zeros(inputs.shape, inputs.dtype))['params']
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  return init
+
+
+def create_train_state(model: nn.Module, task: tasks.Task, tx, init_key):
+  return make_init(model, task, tx)(init_key)
 
 
 def make_train_step(task: tasks.Task, batch_size: int, train_key):
@@ -146,14 +162,25 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed)
 
   tx = make_optimizer(config.optimizer, steps)
-  state = create_train_state(model, task, tx, init_key)
+  init = make_init(model, task, tx)
   train_chunk = make_train_chunk(
       make_train_step(task, config.train.batch_size, train_key), steps_per_call)
   evaluate = make_evaluate(task, config.eval.num_examples,
                            config.eval.batch_size, eval_key)
 
   compile_start = time.perf_counter()
-  train_chunk = train_chunk.lower(state, 0).compile()
+  # The three programs compile at once, from shapes alone.  Init and eval run
+  # once, so LLVM's optimisations cost them more compile time than they save.
+  abstract = jax.eval_shape(init, init_key)
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    init_future = pool.submit(
+        lambda: init.lower(init_key).compile(_RUN_ONCE_OPTIONS))
+    train_future = pool.submit(lambda: train_chunk.lower(abstract, 0).compile())
+    eval_future = pool.submit(
+        lambda: evaluate.lower(abstract.apply_fn, abstract.params).compile(
+            _RUN_ONCE_OPTIONS))
+    state = init_future.result()(init_key)
+    train_chunk, compiled_evaluate = train_future.result(), eval_future.result()
   compile_seconds = time.perf_counter() - compile_start
   logging.info('%s: %s on %s, %d steps of batch %d, %d per call; compiled in '
                '%.2fs', config.name, task.name, jax.devices()[0].platform,
@@ -184,7 +211,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     train_seconds = time.perf_counter() - train_start
 
     eval_metrics = {k: float(v) for k, v in
-                    evaluate(state.apply_fn, state.params).items()}
+                    compiled_evaluate(state.params).items()}
     eval_metrics = task.summarize(eval_metrics)
     metrics_file.write(json.dumps(
         {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
