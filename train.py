@@ -1,13 +1,21 @@
-"""Trains and evaluates one experiment.
+"""Trains, evaluates or predicts with one experiment.
 
   python train.py --config=configs/vanilla.py --workdir=/tmp/vanilla \
       --config.train.steps=500
+  python train.py --config=configs/vanilla.py --workdir=/tmp/vanilla --mode=eval
+  python train.py --config=configs/vanilla.py --workdir=/tmp/vanilla --mode=predict
 
-Writes <workdir>/results.json (held-out metrics of the final model) and
-<workdir>/metrics.jsonl (one JSON object per logged step).
+--mode=train (default) writes <workdir>/config.json, metrics.jsonl (one JSON
+object per logged step), checkpoints/ and results.json (held-out metrics of
+the final model); a workdir that holds a checkpoint resumes from it.
+--mode=eval evaluates the latest checkpoint on fresh held-out data and writes
+eval.json; --mode=predict prints decoded predictions for a few held-out
+examples (and writes them as JSON with --predict_out).
 """
 
+import logging as logging_lib
 import os
+import sys
 import tempfile
 
 from absl import app
@@ -16,6 +24,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from lstm_flax import checkpoints
 from lstm_flax import train_loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -25,13 +34,28 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None,
-    'Directory for results.json and metrics.jsonl '
+    'Directory for results, logs and checkpoints '
     '(default: <system temp dir>/lstm_flax/<config name>).')
+_MODE = flags.DEFINE_enum(
+    'mode', 'train', ['train', 'eval', 'predict'],
+    'train (resumes from the latest checkpoint if any), eval (latest '
+    'checkpoint -> eval.json) or predict (latest checkpoint -> printed '
+    'predictions).')
+_PREDICT_OUT = flags.DEFINE_string(
+    'predict_out', None, '--mode=predict: also write the predictions to this '
+    'JSON file.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir',
     os.path.join(tempfile.gettempdir(), 'lstm_flax_xla_cache'),
     "JAX's persistent compilation cache: a rerun of the same program skips "
     "XLA compilation.  '' disables it.")
+
+
+class _QuietOrbax(logging_lib.Filter):
+  """orbax logs every step of every save at INFO; keep its warnings only."""
+
+  def filter(self, record):
+    return record.levelno >= logging_lib.WARNING or 'orbax' not in record.pathname
 
 
 def main(argv):
@@ -44,12 +68,30 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join(tempfile.gettempdir(), 'lstm_flax',
                                            config.name or 'run')
   logging.info('workdir: %s', workdir)
-  results = train_loop.train_and_evaluate(config, workdir)
-  print(f"{results['config']}: eval {results['eval']} "
-        f"(train {results['train_seconds']:.2f}s) -> "
-        f"{os.path.join(workdir, 'results.json')}")
+
+  if _MODE.value == 'train':
+    results = train_loop.train_and_evaluate(config, workdir)
+    print(f"{results['config']}: eval {results['eval']} "
+          f"(train {results['train_seconds']:.2f}s) -> "
+          f"{os.path.join(workdir, 'results.json')}")
+    return
+  if not checkpoints.saved_steps(workdir):
+    sys.exit(f'error: --mode={_MODE.value} needs a checkpoint, and there is '
+             f'none in {checkpoints.directory(workdir)}: train first with '
+             f'--mode=train and the same --workdir')
+  if _MODE.value == 'eval':
+    result = train_loop.evaluate_checkpoint(config, workdir)
+    print(f"{result['config']} step {result['step']}: eval {result['eval']} -> "
+          f"{os.path.join(workdir, 'eval.json')}")
+  else:
+    predictions = train_loop.predict_from_checkpoint(config, workdir)
+    for p in predictions:
+      print('  '.join(f'{k}: {v}' for k, v in p.items()))
+    if _PREDICT_OUT.value:
+      train_loop.write_json(_PREDICT_OUT.value, predictions)
 
 
 if __name__ == '__main__':
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   app.run(main)

@@ -35,10 +35,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.steps = 1000             # optimizer updates
   c.train.batch_size = 32
   c.train.steps_per_call = 500     # K: steps per compiled call = log interval
+  c.train.checkpoint_every = 1000  # steps between checkpoints (0: only the last)
+  c.train.keep_checkpoints = 3     # newest checkpoints kept in <workdir>/checkpoints
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_examples = 1000       # fresh held-out examples
   c.eval.batch_size = 1000         # must divide num_examples
   c.eval.seed = 1                  # eval data stream (disjoint from training)
   c.eval.figure_examples = 4       # examples drawn in the task's figure (0: none)
+  c.eval.predict_examples = 10     # examples printed by --mode=predict
   return c

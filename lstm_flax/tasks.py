@@ -30,8 +30,10 @@ class Task:
   decode: ``(outputs) -> predictions`` as the task reports them (class, value).
   summarize: ``(mean metrics over the eval set) -> reported metrics``, for
     metrics that are not means themselves (RMSE from the mean squared error).
-  figure: optional ``(path, inputs, targets, predictions) -> None`` drawing a
-    few held-out examples (needs matplotlib).
+  figure: optional ``(workdir, inputs, targets, predictions) -> path``
+    drawing a few held-out examples (needs matplotlib).
+  describe: ``(input, target, prediction) -> dict`` of one example for
+    printouts, as the seed prints them (numpy in, JSON-able out).
   """
 
   name: str
@@ -41,7 +43,9 @@ class Task:
   num_outputs: int
   decode: Callable[[jax.Array], jax.Array]
   summarize: Callable[[Dict[str, float]], Dict[str, float]] = lambda m: m
-  figure: Optional[Callable[..., None]] = None
+  figure: Optional[Callable[..., str]] = None
+  describe: Callable[..., Dict[str, Any]] = lambda x, y, p: {
+      'expected': y.tolist(), 'predicted': p.tolist()}
 
 
 # --- losses and metrics (pure) -------------------------------------------------
@@ -104,7 +108,9 @@ def echo_task(options):
       loss=softmax_cross_entropy,
       metrics=classification_metrics,
       num_outputs=options.get('n_features', 10),
-      decode=lambda logits: jnp.argmax(logits, -1))
+      decode=lambda logits: jnp.argmax(logits, -1),
+      describe=lambda x, y, p: {'sequence': x.argmax(-1).tolist(),
+                                'expected': int(y), 'predicted': int(p)})
 
 
 def damped_sine_task(options):
@@ -116,7 +122,11 @@ def damped_sine_task(options):
       num_outputs=options.get('output', 5),
       decode=lambda outputs: outputs,
       summarize=add_rmse,
-      figure=_figure('forecast_figure'))
+      figure=_figure('forecast_figure'),
+      describe=lambda x, y, p: {
+          'expected': [round(float(v), 4) for v in y],
+          'predicted': [round(float(v), 4) for v in p],
+          'mean_absolute_error': round(float(abs(p - y).mean()), 5)})
 
 
 def moving_line_task(options):
@@ -127,8 +137,12 @@ def moving_line_task(options):
       metrics=binary_metrics,
       num_outputs=1,
       decode=lambda logits: (logits[:, 0] > 0).astype(jnp.int32),
-      figure=_figure('moving_line_figure'))
+      figure=_figure('moving_line_figure'),
+      describe=lambda x, y, p: {'expected': _DIRECTIONS[int(y)],
+                                'predicted': _DIRECTIONS[int(p)]})
 
+
+_DIRECTIONS = ('left', 'right')
 
 TASKS = {
     'echo': echo_task,

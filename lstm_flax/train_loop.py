@@ -7,8 +7,10 @@ on the device from ``fold_in(train_key, step)`` -> host logs every K steps ->
 """
 
 import concurrent.futures
+import dataclasses
 import json
 import os
+import threading
 import time
 from typing import Any, Dict, Tuple
 
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lstm_flax import checkpoints
 from lstm_flax import models
 from lstm_flax import tasks
 
@@ -118,6 +121,17 @@ def make_train_chunk(train_step, steps_per_call: int):
   return jax.jit(chunk, donate_argnums=0)
 
 
+def make_predict(task: tasks.Task, num_examples: int, eval_key):
+  """A jitted ``(apply_fn, params) -> (inputs, targets, predictions)`` on the
+  first ``num_examples`` held-out examples (for figures and printouts)."""
+
+  def predict(apply_fn, params):
+    inputs, targets = task.generate(eval_key, num_examples)
+    return inputs, targets, task.decode(apply_fn({'params': params}, inputs))
+
+  return jax.jit(predict, static_argnums=0)
+
+
 def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int, eval_key):
   """A jitted ``params -> {metric: mean}`` over the first ``num_examples``
   examples of the eval stream, ``batch_size`` at a time."""
@@ -151,50 +165,116 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 60}m{seconds % 60:02d}s'
 
 
-def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
-  """Trains ``config`` and writes results.json and metrics.jsonl to ``workdir``."""
-  start = time.perf_counter()
-  os.makedirs(workdir, exist_ok=True)
+@dataclasses.dataclass
+class Experiment:
+  """Everything a config builds, compiled: the programs and the initial state."""
+  config: Any
+  task: tasks.Task
+  state: TrainState
+  train_chunk: Any      # compiled (state, num_steps) -> (state, losses)
+  evaluate: Any         # compiled params -> {metric: mean}
+  predict: Any          # compiled params -> (inputs, targets, predictions)
+  steps_per_call: int
+  compile_seconds: float
+
+
+def build(config, train: bool = True) -> Experiment:
+  """Builds the task, model and optimizer of ``config`` and compiles its
+  programs in parallel, from shapes alone.  Init, eval and predict run once,
+  so they compile at -O0; ``train=False`` skips the training program."""
   task = tasks.make_task(config.task)
   model = models.make_model(config.model, task.num_outputs)
   steps = config.train.steps
   steps_per_call = min(config.train.steps_per_call, steps)
   init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed)
-
   tx = make_optimizer(config.optimizer, steps)
   init = make_init(model, task, tx)
   train_chunk = make_train_chunk(
       make_train_step(task, config.train.batch_size, train_key), steps_per_call)
   evaluate = make_evaluate(task, config.eval.num_examples,
                            config.eval.batch_size, eval_key)
+  predict = make_predict(task, max(1, config.eval.figure_examples,
+                                   config.eval.predict_examples), eval_key)
 
-  compile_start = time.perf_counter()
-  # The three programs compile at once, from shapes alone.  Init and eval run
-  # once, so LLVM's optimisations cost them more compile time than they save.
+  start = time.perf_counter()
   abstract = jax.eval_shape(init, init_key)
-  with concurrent.futures.ThreadPoolExecutor(3) as pool:
-    init_future = pool.submit(
-        lambda: init.lower(init_key).compile(_RUN_ONCE_OPTIONS))
-    train_future = pool.submit(lambda: train_chunk.lower(abstract, 0).compile())
-    eval_future = pool.submit(
-        lambda: evaluate.lower(abstract.apply_fn, abstract.params).compile(
-            _RUN_ONCE_OPTIONS))
-    state = init_future.result()(init_key)
-    train_chunk, compiled_evaluate = train_future.result(), eval_future.result()
-  compile_seconds = time.perf_counter() - compile_start
-  logging.info('%s: %s on %s, %d steps of batch %d, %d per call; compiled in '
-               '%.2fs', config.name, task.name, jax.devices()[0].platform,
-               steps, config.train.batch_size, steps_per_call, compile_seconds)
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    futures = {
+        'init': pool.submit(lambda: init.lower(init_key).compile(_RUN_ONCE_OPTIONS)),
+        'eval': pool.submit(lambda: evaluate.lower(
+            abstract.apply_fn, abstract.params).compile(_RUN_ONCE_OPTIONS)),
+        'predict': pool.submit(lambda: predict.lower(
+            abstract.apply_fn, abstract.params).compile(_RUN_ONCE_OPTIONS)),
+    }
+    if train:
+      futures['train'] = pool.submit(
+          lambda: train_chunk.lower(abstract, 0).compile())
+    compiled = {k: f.result() for k, f in futures.items()}
+  return Experiment(config, task, compiled['init'](init_key),
+                    compiled.get('train'), compiled['eval'], compiled['predict'],
+                    steps_per_call, time.perf_counter() - start)
 
+
+def _start_orbax_import():
+  """orbax takes 1-2 s to import; let it happen while XLA compiles."""
+  thread = threading.Thread(target=checkpoints._ocp, daemon=True)  # pylint: disable=protected-access
+  thread.start()
+  return thread
+
+
+def _trim_metrics(path: str, step: int):
+  """Keeps the training records of steps <= ``step`` (a resumed run redoes
+  the steps after its checkpoint) and drops eval records."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  kept = [r for r in records if r['step'] <= step and 'train_loss' in r]
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in kept)
+
+
+def evaluate_state(experiment: Experiment, state) -> Dict[str, float]:
+  metrics = {k: float(v) for k, v in experiment.evaluate(state.params).items()}
+  return experiment.task.summarize(metrics)
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if
+  it has one; writes config.json, metrics.jsonl, checkpoints/, results.json
+  and the task's figure."""
+  start = time.perf_counter()
+  os.makedirs(workdir, exist_ok=True)
+  orbax_import = _start_orbax_import()
+  exp = build(config)
+  state = exp.state
+  steps = config.train.steps
+  logging.info('%s: %s on %s, %d steps of batch %d, %d per call; compiled in '
+               '%.2fs', config.name, exp.task.name, jax.devices()[0].platform,
+               steps, config.train.batch_size, exp.steps_per_call,
+               exp.compile_seconds)
+  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  orbax_import.join()
+  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  if checkpoints.saved_steps(workdir):
+    restored = checkpoints.restore_latest(manager, state)
+    if restored is not None:
+      state = restored
+  step = int(state.step)
+  if step:
+    logging.info('resuming at step %d of %d', step, steps)
+  _trim_metrics(metrics_path, step)
+
   train_start = time.perf_counter()
-  step = 0
+  last_saved = step
   last_loss = float('nan')
-  with open(metrics_path, 'w') as metrics_file:
+  with open(metrics_path, 'a') as metrics_file:
     while step < steps:
-      num = min(steps_per_call, steps - step)
+      num = min(exp.steps_per_call, steps - step)
       chunk_start = time.perf_counter()
-      state, losses = train_chunk(state, num)
+      state, losses = exp.train_chunk(state, num)
       losses = np.asarray(losses[:num])  # blocks until the chunk is done
       now = time.perf_counter()
       step += num
@@ -208,29 +288,34 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       logging.info('step %d/%d  loss %.4f  %.0f steps/s  ETA %s', step, steps,
                    record['train_loss'], steps_per_second,
                    _format_eta((steps - step) / steps_per_second))
+      every = config.train.checkpoint_every
+      if every > 0 and step - last_saved >= every and step < steps:
+        checkpoints.save(manager, state)
+        last_saved = step
     train_seconds = time.perf_counter() - train_start
+    checkpoints.save(manager, state)  # the final state, written while we eval
 
-    eval_metrics = {k: float(v) for k, v in
-                    compiled_evaluate(state.params).items()}
-    eval_metrics = task.summarize(eval_metrics)
+    eval_metrics = evaluate_state(exp, state)
     metrics_file.write(json.dumps(
         {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
                        + '\n')
   logging.info('eval on %d held-out examples: %s', config.eval.num_examples,
                ', '.join(f'{k}={v:.5g}' for k, v in eval_metrics.items()))
 
-  if task.figure is not None and config.eval.figure_examples > 0:
-    draw_figure(task, state, eval_key, config.eval.figure_examples, workdir)
+  if exp.task.figure is not None and config.eval.figure_examples > 0:
+    draw_figure(exp, state, workdir)
+  manager.wait_until_finished()
+  manager.close()
 
   results = {
       'config': config.name,
-      'task': task.name,
+      'task': exp.task.name,
       'model': config.model.name,
       'seed': config.seed,
       'steps': steps,
       'batch_size': config.train.batch_size,
       'train_seconds': train_seconds,
-      'compile_seconds': compile_seconds,
+      'compile_seconds': exp.compile_seconds,
       'total_seconds': time.perf_counter() - start,
       'final_train_loss': last_loss,
       'eval': {'num_examples': config.eval.num_examples, **eval_metrics},
@@ -240,7 +325,49 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   return results
 
 
-def draw_figure(task, state, eval_key, num_examples, workdir):
+def _restore_for_inference(config, workdir: str) -> Tuple[Experiment, TrainState]:
+  steps = checkpoints.saved_steps(workdir)
+  if not steps:
+    raise FileNotFoundError(
+        f'no checkpoint in {checkpoints.directory(workdir)}: train first '
+        f'(python train.py --config=... --workdir={workdir})')
+  orbax_import = _start_orbax_import()
+  exp = build(config, train=False)
+  orbax_import.join()
+  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  state = checkpoints.restore_latest(manager, exp.state)
+  manager.close()
+  if state is None:
+    raise RuntimeError(f'no checkpoint in {checkpoints.directory(workdir)} '
+                       f'could be restored (steps {steps})')
+  return exp, state
+
+
+def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
+  """Evaluates the latest checkpoint on fresh held-out data; writes eval.json."""
+  exp, state = _restore_for_inference(config, workdir)
+  metrics = evaluate_state(exp, state)
+  result = {'config': config.name, 'task': exp.task.name,
+            'step': int(state.step), 'eval_seed': config.eval.seed,
+            'eval': {'num_examples': config.eval.num_examples, **metrics}}
+  write_json(os.path.join(workdir, 'eval.json'), result)
+  logging.info('eval of step %d on %d held-out examples: %s', int(state.step),
+               config.eval.num_examples,
+               ', '.join(f'{k}={v:.5g}' for k, v in metrics.items()))
+  return result
+
+
+def predict_from_checkpoint(config, workdir: str):
+  """Decoded predictions of the latest checkpoint on the first
+  ``config.eval.predict_examples`` held-out examples: a list of dicts."""
+  exp, state = _restore_for_inference(config, workdir)
+  inputs, targets, predictions = (
+      np.asarray(a) for a in exp.predict(state.params))
+  return [exp.task.describe(inputs[i], targets[i], predictions[i])
+          for i in range(config.eval.predict_examples)]
+
+
+def draw_figure(exp: Experiment, state, workdir: str):
   """Draws the task's figure of the first few held-out examples, if matplotlib
   is installed; otherwise logs one line and goes on."""
   try:
@@ -249,9 +376,9 @@ def draw_figure(task, state, eval_key, num_examples, workdir):
     logging.info('matplotlib is not installed: figure skipped '
                  "(pip install -e '.[plot]' to draw it)")
     return None
-  inputs, targets = task.generate(eval_key, num_examples)
-  predictions = task.decode(state.apply_fn({'params': state.params}, inputs))
-  path = task.figure(workdir, np.asarray(inputs), np.asarray(targets),
-                     np.asarray(predictions))
+  n = exp.config.eval.figure_examples
+  inputs, targets, predictions = (
+      np.asarray(a)[:n] for a in exp.predict(state.params))
+  path = exp.task.figure(workdir, inputs, targets, predictions)
   logging.info('figure: %s', path)
   return path

@@ -1,0 +1,151 @@
+"""Checkpoints, resume, and the eval and predict modes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from configs import stacked
+from configs import vanilla
+from lstm_flax import checkpoints
+from lstm_flax import train_loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(module, **train):
+  config = module.get_config()
+  with config.unlocked():
+    for k, v in train.items():
+      config.train[k] = v
+    config.eval.num_examples = 100
+    config.eval.batch_size = 100
+    config.eval.figure_examples = 0
+  return config
+
+
+def _final_params(config, workdir):
+  exp = train_loop.build(config, train=False)
+  manager = checkpoints.manager(str(workdir), 3)
+  state = checkpoints.restore_latest(manager, exp.state)
+  manager.close()
+  return state
+
+
+def test_save_restore_round_trip(tmp_path):
+  config = _config(vanilla, steps=20, steps_per_call=10)
+  exp = train_loop.build(config)
+  state, _ = exp.train_chunk(exp.state, 10)
+  manager = checkpoints.manager(str(tmp_path), 2)
+  checkpoints.save(manager, state, wait=True)
+  restored = checkpoints.restore_latest(manager, exp.state)
+  manager.close()
+  assert int(restored.step) == 10
+  for a, b in zip(jax.tree_util.tree_leaves((state.params, state.opt_state)),
+                  jax.tree_util.tree_leaves((restored.params, restored.opt_state))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path):
+  """Train 40 of 100 steps (a run with the same config, stopped), then rerun:
+  the final parameters are bit-identical to one uninterrupted run."""
+  full = _config(vanilla, steps=100, steps_per_call=20, checkpoint_every=20)
+  train_loop.train_and_evaluate(full, str(tmp_path / 'full'))
+
+  # The interrupted run: same config, its last 60 steps never happened.
+  part = tmp_path / 'part'
+  exp = train_loop.build(full)
+  manager = checkpoints.manager(str(part), 3)
+  state, _ = exp.train_chunk(exp.state, 20)
+  state, _ = exp.train_chunk(state, 20)
+  checkpoints.save(manager, state, wait=True)
+  manager.close()
+  results = train_loop.train_and_evaluate(full, str(part))
+  assert results['steps'] == 100
+
+  a = _final_params(full, tmp_path / 'full')
+  b = _final_params(full, part)
+  assert int(a.step) == int(b.step) == 100
+  for x, y in zip(jax.tree_util.tree_leaves(a.params),
+                  jax.tree_util.tree_leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  steps = [json.loads(l)['step'] for l in (part / 'metrics.jsonl').read_text().splitlines()]
+  assert steps == [60, 80, 100, 100]   # resumed records only; no duplicates
+
+
+def _train_cmd(workdir, *args):
+  return [sys.executable, os.path.join(ROOT, 'train.py'), f'--workdir={workdir}',
+          '--compilation_cache_dir=', *args]
+
+
+def test_kill_9_and_resume_equals_uninterrupted(tmp_path):
+  args = ['--config=configs/stacked.py', '--config.train.steps=1500',
+          '--config.train.steps_per_call=100', '--config.train.checkpoint_every=100',
+          '--config.eval.num_examples=100', '--config.eval.batch_size=100',
+          '--config.eval.figure_examples=0']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(_train_cmd(killed, *args), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if len(checkpoints.saved_steps(str(killed))) >= 2:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / 'results.json').exists(), 'the run ended before the kill'
+  assert checkpoints.saved_steps(str(killed))
+  subprocess.run(_train_cmd(killed, *args), cwd=ROOT, env=env, check=True,
+                 capture_output=True)
+  subprocess.run(_train_cmd(tmp_path / 'whole', *args), cwd=ROOT, env=env,
+                 check=True, capture_output=True)
+  resumed = json.loads((killed / 'results.json').read_text())
+  whole = json.loads((tmp_path / 'whole' / 'results.json').read_text())
+  assert resumed['eval'] == whole['eval']
+  assert resumed['final_train_loss'] == whole['final_train_loss']
+
+
+def test_eval_mode_reproduces_training_metric_and_predict_format(tmp_path):
+  workdir = tmp_path / 'run'
+  args = ['--config=configs/vanilla.py', '--config.train.steps=300',
+          '--config.train.steps_per_call=100', '--config.eval.num_examples=200',
+          '--config.eval.batch_size=100']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  subprocess.run(_train_cmd(workdir, *args), cwd=ROOT, env=env, check=True,
+                 capture_output=True)
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['train']['steps'] == 300 and config['task']['name'] == 'echo'
+  subprocess.run(_train_cmd(workdir, *args, '--mode=eval'), cwd=ROOT, env=env,
+                 check=True, capture_output=True)
+  results = json.loads((workdir / 'results.json').read_text())
+  evaluated = json.loads((workdir / 'eval.json').read_text())
+  assert evaluated['step'] == 300
+  assert evaluated['eval'] == results['eval']
+
+  out = tmp_path / 'predictions.json'
+  proc = subprocess.run(_train_cmd(workdir, *args, '--mode=predict',
+                                   f'--predict_out={out}'),
+                        cwd=ROOT, env=env, check=True, capture_output=True,
+                        text=True)
+  predictions = json.loads(out.read_text())
+  assert len(predictions) == 10
+  for p in predictions:
+    assert set(p) == {'sequence', 'expected', 'predicted'}
+    assert len(p['sequence']) == 5 and p['expected'] == p['sequence'][2]
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('sequence:')]
+  assert len(lines) == 10
+
+
+def test_eval_mode_without_checkpoint_is_a_clear_error(tmp_path):
+  proc = subprocess.run(_train_cmd(tmp_path, '--mode=eval'), cwd=ROOT,
+                        capture_output=True, text=True,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode != 0
+  assert 'needs a checkpoint' in proc.stderr
+  assert 'Traceback' not in proc.stderr
