@@ -26,6 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'        # 'adam', 'adamw' or 'sgd'
   c.optimizer.learning_rate = 1e-3
+  c.optimizer.eps = 1e-7           # Adam's epsilon: Keras' default (optax's is 1e-8)
+  c.optimizer.weight_decay = 1e-4  # adamw only
+  c.optimizer.momentum = 0.0       # sgd only (0: none)
   c.optimizer.schedule = 'constant'  # 'constant' or 'cosine'
   c.optimizer.warmup_steps = 0     # linear warmup (cosine schedule only)
   c.optimizer.final_lr_fraction = 0.0  # cosine: final lr / peak lr
