@@ -15,6 +15,7 @@ examples (and writes them as JSON with --predict_out).
 
 import logging as logging_lib
 import os
+import re
 import sys
 import tempfile
 
@@ -26,12 +27,21 @@ from ml_collections import config_flags
 
 from lstm_flax import checkpoints
 from lstm_flax import train_loop
+from lstm_flax import validation
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                           'configs', 'vanilla.py'),
-    'Experiment config file; override fields with --config.<path>=<value>.',
-    lock_config=True)
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             'configs', 'vanilla.py'),
+      'Experiment config file; override fields with --config.<path>=<value>.',
+      lock_config=True)
+except (KeyError, AttributeError) as e:
+  # ml_collections applies --config.x=y overrides when the flag is defined:
+  # a field that does not exist fails here (the configs are locked).
+  message = str(e.args[0] if e.args else e)
+  message = re.sub(r"\\n|\n|[\\']", ' ', message).strip()
+  print(f'error: no such config field: {message}', file=sys.stderr)
+  sys.exit(2)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None,
     'Directory for results, logs and checkpoints '
@@ -61,7 +71,17 @@ class _QuietOrbax(logging_lib.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.name  # pylint: disable=pointless-statement  (loads the file)
+  except OSError as e:  # the config file is missing or fails to load
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    validation.validate(config)
+  except validation.ConfigError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   if _CACHE_DIR.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)

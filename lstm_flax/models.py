@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_flax import conv_pool
+from lstm_flax import validation as v
 from lstm_flax.lstm import LSTM
 
 glorot_uniform = nn.initializers.glorot_uniform()
@@ -114,13 +115,49 @@ class CNNLSTM(nn.Module):
                        self.dtype, name='rnn')(x)
 
 
+def check_model_config(model_config, task_config, input_kind):
+  """Raises validation.ConfigError for a model config that cannot work with
+  its task (``task_config``: the task's options, e.g. the image size;
+  ``input_kind``: the task's, 'sequence' or 'frames')."""
+  options = dict(model_config)
+  name = options.pop('name')
+  v.choice('model.name', name, MODELS)
+  wanted = MODEL_INPUTS[name]
+  if input_kind != wanted:
+    v._fail('model.name', name,  # pylint: disable=protected-access
+            f'it takes {wanted}, and task {task_config.name!r} gives '
+            f'{input_kind}; use one of '
+            f'{sorted(m for m, k in MODEL_INPUTS.items() if k == input_kind)}')
+  v.options_of('model', options, MODELS[name],
+               exclude=('num_outputs', 'parent', 'name'))
+  sizes = options.get('layer_sizes')
+  if (not isinstance(sizes, (tuple, list)) or not sizes or
+      not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
+              for u in sizes)):
+    v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
+            'must be a non-empty tuple of positive integers, e.g. (20, 20)')
+  v.integer('model.unroll', options.get('unroll', 1), 1)
+  v.choice('model.dtype', options.get('dtype', 'float32'), ('float32', 'bfloat16'))
+  if name == 'cnn_lstm':
+    k, p = options.get('kernel_size', 2), options.get('pool_size', 2)
+    v.integer('model.conv_features', options.get('conv_features', 2), 1)
+    v.integer('model.kernel_size', k, 1)
+    v.integer('model.pool_size', p, 1)
+    v.choice('model.encoder_implementation',
+             options.get('encoder_implementation', 'shifted_adds'),
+             ('shifted_adds', 'conv'))
+    size = dict(task_config).get('size', 50)
+    if pooled_size(size, k, p) < 1:
+      v._fail('task.size', size,  # pylint: disable=protected-access
+              f'the image is too small for a {k}x{k} conv and a {p}x{p} pool:'
+              f' it needs size >= {k + p - 1}')
+
+
 def make_model(model_config, num_outputs) -> nn.Module:
   """Builds the model named ``model_config.name`` with a head of ``num_outputs``."""
   options = dict(model_config)
   name = options.pop('name')
-  if name not in MODELS:
-    raise ValueError(f'config.model.name={name!r} is not a known model; '
-                     f'known models: {sorted(MODELS)}')
+  v.choice('model.name', name, MODELS)
   dtype = options.pop('dtype', 'float32')
   options['dtype'] = None if dtype == 'float32' else jnp.dtype(dtype)
   options['layer_sizes'] = tuple(options['layer_sizes'])
@@ -128,3 +165,4 @@ def make_model(model_config, num_outputs) -> nn.Module:
 
 
 MODELS = {'lstm': StackedLSTM, 'cnn_lstm': CNNLSTM}
+MODEL_INPUTS = {'lstm': 'sequence', 'cnn_lstm': 'frames'}

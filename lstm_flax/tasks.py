@@ -7,6 +7,7 @@ its generator in ``data.py``, a builder here, and register it in ``TASKS``.
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from lstm_flax import data
+from lstm_flax import validation as v
 
 Metrics = Dict[str, jax.Array]
 
@@ -37,6 +39,7 @@ class Task:
   """
 
   name: str
+  input_kind: str       # 'sequence' (B, T, F) or 'frames' (B, T, H, W, C)
   generate: Callable[..., Any]
   loss: Callable[[jax.Array, jax.Array], jax.Array]
   metrics: Callable[[jax.Array, jax.Array], Metrics]
@@ -101,9 +104,23 @@ def _figure(name):
   return draw
 
 
+def _with_defaults(field, options, generator):
+  """options completed with the generator's defaults; unknown keys rejected."""
+  v.options_of(field, options, generator)
+  defaults = {name: p.default for name, p in
+              inspect.signature(generator).parameters.items()
+              if p.default is not inspect.Parameter.empty and name != 'offset'}
+  return {**defaults, **options}
+
+
 def echo_task(options):
+  o = _with_defaults('task', options, data.echo)
+  v.integer('task.length', o['length'], 1)
+  v.integer('task.n_features', o['n_features'], 2)
+  v.integer('task.out_index', o['out_index'], 0, o['length'] - 1)
   return Task(
       name='echo',
+      input_kind='sequence',
       generate=functools.partial(data.echo, **options),
       loss=softmax_cross_entropy,
       metrics=classification_metrics,
@@ -114,8 +131,18 @@ def echo_task(options):
 
 
 def damped_sine_task(options):
+  o = _with_defaults('task', options, data.damped_sine)
+  v.integer('task.length', o['length'], 1)
+  v.integer('task.output', o['output'], 1)
+  v.integer('task.period_min', o['period_min'], 1)
+  v.integer('task.period_max', o['period_max'], o['period_min'])
+  v.number('task.decay_min', o['decay_min'], 0)
+  v.number('task.decay_max', o['decay_max'], o['decay_min'])
+  v.number('task.a', o['a'])
+  v.number('task.b', o['b'])
   return Task(
       name='damped_sine',
+      input_kind='sequence',
       generate=functools.partial(data.damped_sine, **options),
       loss=mean_absolute_error,
       metrics=regression_metrics,
@@ -130,8 +157,11 @@ def damped_sine_task(options):
 
 
 def moving_line_task(options):
+  o = _with_defaults('task', options, data.moving_line)
+  v.integer('task.size', o['size'], 2)
   return Task(
       name='moving_line',
+      input_kind='frames',
       generate=functools.partial(data.moving_line, **options),
       loss=sigmoid_binary_cross_entropy,
       metrics=binary_metrics,
@@ -155,7 +185,5 @@ def make_task(task_config) -> Task:
   """Builds the task named ``task_config.name`` with the rest as generator options."""
   options = dict(task_config)
   name = options.pop('name')
-  if name not in TASKS:
-    raise ValueError(f'config.task.name={name!r} is not a known task; '
-                     f'known tasks: {sorted(TASKS)}')
+  v.choice('task.name', name, TASKS)
   return TASKS[name](options)

@@ -24,6 +24,7 @@ import optax
 from lstm_flax import checkpoints
 from lstm_flax import models
 from lstm_flax import tasks
+from lstm_flax import validation
 
 TrainState = train_state.TrainState
 
@@ -187,7 +188,7 @@ def build(config, train: bool = True) -> Experiment:
   programs from shapes alone.  Init, eval and predict run once, so they
   compile at -O0; ``train=False`` skips the training program.  (Compiling
   them in parallel threads measured no faster on 2 cores.)"""
-  task = tasks.make_task(config.task)
+  task = validation.validate(config)
   model = models.make_model(config.model, task.num_outputs)
   steps = config.train.steps
   steps_per_call = min(config.train.steps_per_call, steps)

@@ -1,0 +1,99 @@
+"""Config checks that run before anything is built or compiled.
+
+Every failure raises :class:`ConfigError` naming the field, its value and
+what would be valid; ``train.py`` prints it and exits with status 2.
+"""
+
+import inspect
+import numbers
+
+
+class ConfigError(ValueError):
+  """A config field holds a value that cannot work."""
+
+
+def _fail(field, value, valid):
+  raise ConfigError(f'config.{field}={value!r} is invalid: {valid}')
+
+
+def integer(field, value, low=None, high=None):
+  """An int (not a bool) in [low, high]."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    _fail(field, value, 'must be an integer')
+  if low is not None and value < low:
+    _fail(field, value, f'must be >= {low}')
+  if high is not None and value > high:
+    _fail(field, value, f'must be <= {high}')
+
+
+def number(field, value, low=None, high=None, low_open=False):
+  """A real number in [low, high] (or (low, high] with ``low_open``)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    _fail(field, value, 'must be a number')
+  if low is not None and (value <= low if low_open else value < low):
+    _fail(field, value, f'must be {">" if low_open else ">="} {low}')
+  if high is not None and value > high:
+    _fail(field, value, f'must be <= {high}')
+
+
+def choice(field, value, known):
+  if value not in known:
+    _fail(field, value, f'known values are {sorted(known)}')
+
+
+def options_of(field, options, function, exclude=('key', 'batch_size', 'offset')):
+  """Every key of ``options`` is a keyword of ``function``."""
+  accepted = set(inspect.signature(function).parameters) - set(exclude)
+  for name in options:
+    if name not in accepted:
+      _fail(f'{field}.{name}', options[name],
+            f'{function.__name__} takes no option {name!r}; its options are '
+            f'{sorted(accepted)}')
+
+
+def validate(config):
+  """Checks every field of an experiment config; raises ConfigError."""
+  # Imported here: tasks and models import this module for their own checks.
+  from lstm_flax import models  # pylint: disable=g-import-not-at-top
+  from lstm_flax import tasks  # pylint: disable=g-import-not-at-top
+
+  if not isinstance(config.name, str) or not config.name:
+    _fail('name', config.name, 'must be a non-empty string')
+  integer('seed', config.seed, 0, 2**32 - 1)
+
+  task = tasks.make_task(config.task)          # checks config.task.*
+  models.check_model_config(config.model, config.task, task.input_kind)
+
+  opt = config.optimizer
+  choice('optimizer.name', opt.name, ('adam', 'adamw', 'sgd'))
+  number('optimizer.learning_rate', opt.learning_rate, 0, low_open=True)
+  choice('optimizer.schedule', opt.schedule, ('constant', 'cosine'))
+  integer('optimizer.warmup_steps', opt.warmup_steps, 0)
+  if opt.warmup_steps >= config.train.steps and opt.schedule == 'cosine':
+    _fail('optimizer.warmup_steps', opt.warmup_steps,
+          f'must be < config.train.steps={config.train.steps}')
+  number('optimizer.final_lr_fraction', opt.final_lr_fraction, 0, 1)
+  number('optimizer.grad_clip_norm', opt.grad_clip_norm, 0)
+  number('optimizer.eps', opt.eps, 0, low_open=True)
+  number('optimizer.weight_decay', opt.weight_decay, 0)
+  number('optimizer.momentum', opt.momentum, 0, 1)
+  if opt.momentum >= 1:
+    _fail('optimizer.momentum', opt.momentum, 'must be < 1')
+
+  train = config.train
+  integer('train.steps', train.steps, 1)
+  integer('train.batch_size', train.batch_size, 1)
+  integer('train.steps_per_call', train.steps_per_call, 1)
+  integer('train.checkpoint_every', train.checkpoint_every, 0)
+  integer('train.keep_checkpoints', train.keep_checkpoints, 1)
+
+  ev = config.eval
+  integer('eval.num_examples', ev.num_examples, 1)
+  integer('eval.batch_size', ev.batch_size, 1, ev.num_examples)
+  if ev.num_examples % ev.batch_size:
+    _fail('eval.batch_size', ev.batch_size,
+          f'must divide config.eval.num_examples={ev.num_examples}')
+  integer('eval.seed', ev.seed, 0, 2**32 - 1)
+  integer('eval.figure_examples', ev.figure_examples, 0, 64)
+  integer('eval.predict_examples', ev.predict_examples, 1, 10000)
+  return task

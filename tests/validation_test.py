@@ -1,0 +1,83 @@
+"""Bad configs fail at startup with a message naming field, value and what is valid."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import cnn_lstm
+from configs import stacked
+from configs import vanilla
+from lstm_flax import validation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+BAD = [
+    (vanilla, 'task.out_index', 5, 'must be <= 4'),
+    (vanilla, 'task.out_index', -1, 'must be >= 0'),
+    (vanilla, 'task.n_features', 1, 'must be >= 2'),
+    (vanilla, 'task.name', 'sine', "known values are ['damped_sine', 'echo', 'moving_line']"),
+    (vanilla, 'model.name', 'gru', "known values are ['cnn_lstm', 'lstm']"),
+    (vanilla, 'model.name', 'cnn_lstm', "takes frames, and task 'echo' gives sequence"),
+    (vanilla, 'model.layer_sizes', (), 'non-empty tuple of positive integers'),
+    (vanilla, 'model.layer_sizes', (20, 0), 'non-empty tuple of positive integers'),
+    (vanilla, 'model.dtype', 'float16', "['bfloat16', 'float32']"),
+    (vanilla, 'optimizer.learning_rate', 0.0, 'must be > 0'),
+    (vanilla, 'optimizer.learning_rate', -1e-3, 'must be > 0'),
+    (vanilla, 'optimizer.name', 'rmsprop', "known values are ['adam', 'adamw', 'sgd']"),
+    (vanilla, 'optimizer.schedule', 'step', "['constant', 'cosine']"),
+    (vanilla, 'train.steps', 0, 'must be >= 1'),
+    (vanilla, 'train.batch_size', -4, 'must be >= 1'),
+    (vanilla, 'train.steps_per_call', 0, 'must be >= 1'),
+    (vanilla, 'eval.batch_size', 300, 'must divide config.eval.num_examples=1000'),
+    (vanilla, 'eval.num_examples', 0, 'must be >= 1'),
+    (stacked, 'task.decay_max', 0.001, 'must be >= 0.01'),
+    (stacked, 'task.period_max', 5, 'must be >= 10'),
+    (stacked, 'task.output', 0, 'must be >= 1'),
+    (cnn_lstm, 'task.size', 2, 'too small for a 2x2 conv and a 2x2 pool'),
+    (cnn_lstm, 'model.encoder_implementation', 'fft', "['conv', 'shifted_adds']"),
+    (cnn_lstm, 'model.name', 'lstm', "takes sequence, and task 'moving_line' gives frames"),
+]
+
+
+@pytest.mark.parametrize('module,field,value,expected', BAD)
+def test_bad_value_names_field_value_and_valid_range(module, field, value, expected):
+  config = module.get_config()
+  section, name = field.split('.')
+  with config.unlocked():
+    config[section][name] = value
+  with pytest.raises(validation.ConfigError) as info:
+    validation.validate(config)
+  message = str(info.value)
+  assert f'config.{field}={value!r}' in message
+  assert expected in message
+
+
+def test_seed_configs_are_valid():
+  for module in (vanilla, stacked, cnn_lstm):
+    validation.validate(module.get_config())
+
+
+def test_unknown_task_option_lists_the_generators_options():
+  config = vanilla.get_config()
+  with config.unlocked():
+    config.task.lenght = 5
+  with pytest.raises(validation.ConfigError, match="echo takes no option 'lenght'"):
+    validation.validate(config)
+
+
+@pytest.mark.parametrize('args,expected', [
+    (['--config.task.out_index=7'], 'config.task.out_index=7 is invalid: must be <= 4'),
+    (['--config.train.stpes=3'], 'Did you mean "steps"'),
+    (['--config=configs/nope.py'], 'nope.py'),
+])
+def test_cli_exits_2_without_traceback_before_compiling(tmp_path, args, expected):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'train.py'), f'--workdir={tmp_path}/w',
+       *args], capture_output=True, text=True, cwd=ROOT,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=120)
+  assert proc.returncode == 2
+  assert expected in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not os.path.exists(tmp_path / 'w')   # nothing was started
