@@ -54,6 +54,9 @@ _MODE = flags.DEFINE_enum(
 _PREDICT_OUT = flags.DEFINE_string(
     'predict_out', None, '--mode=predict: also write the predictions to this '
     'JSON file.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, '--mode=train in a workdir that holds a run of a '
+    'different config: delete that run and start anew (without it, refuse).')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir',
     os.path.join(tempfile.gettempdir(), 'lstm_flax_xla_cache'),
@@ -90,7 +93,14 @@ def main(argv):
   logging.info('workdir: %s', workdir)
 
   if _MODE.value == 'train':
-    results = train_loop.train_and_evaluate(config, workdir)
+    try:
+      train_loop.check_workdir(config, workdir, _OVERWRITE.value)
+      results = train_loop.train_and_evaluate(config, workdir)
+    except train_loop.TrainingError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
+    except train_loop.Interrupted as e:
+      sys.exit(128 + e.signum)
     print(f"{results['config']}: eval {results['eval']} "
           f"(train {results['train_seconds']:.2f}s) -> "
           f"{os.path.join(workdir, 'results.json')}")

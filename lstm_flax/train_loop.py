@@ -9,6 +9,7 @@ on the device from ``fold_in(train_key, step)`` -> host logs every K steps ->
 import dataclasses
 import json
 import os
+import signal
 import threading
 import time
 from typing import Any, Dict, Tuple
@@ -242,6 +243,93 @@ def evaluate_state(experiment: Experiment, state) -> Dict[str, float]:
   return experiment.task.summarize(metrics)
 
 
+class TrainingError(RuntimeError):
+  """Training cannot go on (a non-finite loss, a workdir of another run)."""
+
+
+class Interrupted(Exception):
+  """SIGINT/SIGTERM arrived; the state was checkpointed.  ``signum`` says which."""
+
+  def __init__(self, signum, step):
+    super().__init__(f'interrupted by signal {signum} at step {step}')
+    self.signum = signum
+
+
+# Fields that do not change what a run computes: a workdir can be resumed
+# with other values of these.
+_NOT_IDENTITY = {('train', 'steps_per_call'), ('train', 'checkpoint_every'),
+                 ('train', 'keep_checkpoints')}
+
+
+def _run_identity(config_dict):
+  return {section: ({k: v for k, v in fields.items()
+                     if (section, k) not in _NOT_IDENTITY}
+                    if isinstance(fields, dict) else fields)
+          for section, fields in config_dict.items() if section != 'eval'}
+
+
+def check_workdir(config, workdir: str, overwrite: bool = False):
+  """Refuses a workdir that holds checkpoints or results of a different run
+  (its config.json differs beyond eval and checkpoint settings), unless
+  ``overwrite``, which deletes that run's files.  The same config resumes."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    previous = _run_identity(json.load(f))
+  has_run = (checkpoints.saved_steps(workdir) or
+             os.path.exists(os.path.join(workdir, 'results.json')))
+  current = _run_identity(json.loads(json.dumps(config.to_dict())))
+  if not has_run or previous == current:
+    return
+  if not overwrite:
+    differences = sorted(
+        {f'{section}.{k}' for section in set(current) | set(previous)
+         for part in (current, previous)
+         if isinstance(part.get(section), dict)
+         for k in part[section]
+         if (current.get(section) or {}).get(k) != (previous.get(section) or {}).get(k)}
+        | {section for section in set(current) | set(previous)
+           if not isinstance(current.get(section), dict)
+           and current.get(section) != previous.get(section)})
+    raise TrainingError(
+        f'{workdir} holds a run of a different config ({previous.get("name")!r}'
+        f'; fields that differ: {", ".join(differences)}).  Use another '
+        f'--workdir, or pass --overwrite to delete that run and start anew.')
+  logging.warning('--overwrite: deleting the previous run in %s', workdir)
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(checkpoints.directory(workdir), ignore_errors=True)
+  for name in ('results.json', 'metrics.jsonl', 'eval.json', 'config.json'):
+    if os.path.exists(os.path.join(workdir, name)):
+      os.remove(os.path.join(workdir, name))
+
+
+class _SignalCatcher:
+  """Turns SIGINT/SIGTERM into a flag the loop checks between calls."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._catch)
+    return self
+
+  def _catch(self, signum, frame):
+    del frame
+    if self.signum is not None:  # a second signal: stop at once
+      raise KeyboardInterrupt
+    logging.warning('signal %d: checkpointing after the current call, then '
+                    'stopping (send it again to stop at once)', signum)
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if
   it has one; writes config.json, metrics.jsonl, checkpoints/, results.json
@@ -273,12 +361,23 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   train_start = time.perf_counter()
   last_saved = step
   last_loss = float('nan')
-  with open(metrics_path, 'a') as metrics_file:
+  with open(metrics_path, 'a') as metrics_file, _SignalCatcher() as signals:
     while step < steps:
       num = min(exp.steps_per_call, steps - step)
       chunk_start = time.perf_counter()
-      state, losses = exp.train_chunk(state, num)
+      new_state, losses = exp.train_chunk(state, num)
       losses = np.asarray(losses[:num])  # blocks until the chunk is done
+      if not np.isfinite(losses).all():
+        bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+        manager.wait_until_finished()
+        good = checkpoints.saved_steps(workdir)
+        raise TrainingError(
+            f'non-finite training loss ({losses[bad - step - 1]}) at step {bad}; '
+            f'stopped without saving.  Last good checkpoint: '
+            + (f'step {good[0]} in {checkpoints.directory(workdir)}' if good
+               else 'none') + '.  Try a lower config.optimizer.learning_rate '
+            'or config.optimizer.grad_clip_norm > 0.')
+      state = new_state
       now = time.perf_counter()
       step += num
       last_loss = float(losses[-1])
@@ -291,12 +390,19 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       logging.info('step %d/%d  loss %.4f  %.0f steps/s  ETA %s', step, steps,
                    record['train_loss'], steps_per_second,
                    _format_eta((steps - step) / steps_per_second))
+      if signals.signum is not None:
+        checkpoints.save(manager, state, wait=True)
+        manager.close()
+        logging.warning('checkpoint saved at step %d in %s; rerun the same '
+                        'command to resume', step, checkpoints.directory(workdir))
+        raise Interrupted(signals.signum, step)
       every = config.train.checkpoint_every
       if every > 0 and step - last_saved >= every and step < steps:
         checkpoints.save(manager, state)
         last_saved = step
     train_seconds = time.perf_counter() - train_start
-    checkpoints.save(manager, state)  # the final state, written while we eval
+    if manager.latest_step() != step:
+      checkpoints.save(manager, state)  # the final state, written while we eval
 
     eval_metrics = evaluate_state(exp, state)
     metrics_file.write(json.dumps(

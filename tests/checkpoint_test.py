@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from configs import stacked
 from configs import vanilla
@@ -149,3 +150,70 @@ def test_eval_mode_without_checkpoint_is_a_clear_error(tmp_path):
   assert proc.returncode != 0
   assert 'needs a checkpoint' in proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  # An optimizer whose step size turns infinite at update 120: the loss of
+  # step 122 is NaN (step 121 is the last computed from finite parameters).
+  import optax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(train_loop, 'make_optimizer', lambda *_: optax.sgd(
+      lambda count: jnp.where(count >= 120, jnp.inf, 1e-3)))
+  config = _config(vanilla, steps=200, steps_per_call=50, checkpoint_every=50)
+  with pytest.raises(train_loop.TrainingError) as info:
+    train_loop.train_and_evaluate(config, str(tmp_path))
+  message = str(info.value)
+  assert 'non-finite training loss' in message and 'at step 122' in message
+  assert 'Last good checkpoint: step 100' in message
+  assert not (tmp_path / 'results.json').exists()
+  assert checkpoints.saved_steps(str(tmp_path)) == [100, 50]
+  state = _final_params(config, tmp_path)
+  assert int(state.step) == 100
+  assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
+
+
+def test_sigterm_checkpoints_and_exits_143_then_resumes(tmp_path):
+  args = ['--config=configs/stacked.py', '--config.train.steps=100000',
+          '--config.train.steps_per_call=50', '--config.train.checkpoint_every=0',
+          '--config.eval.num_examples=100', '--config.eval.batch_size=100',
+          '--config.eval.figure_examples=0']
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  proc = subprocess.Popen(_train_cmd(tmp_path, *args), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not (tmp_path / 'metrics.jsonl').exists():
+    time.sleep(0.05)
+  while time.time() < deadline and not (tmp_path / 'metrics.jsonl').read_text():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 143, stderr[-2000:]
+  saved = checkpoints.saved_steps(str(tmp_path))
+  assert len(saved) == 1 and saved[0] % 50 == 0 and saved[0] < 100000
+  assert not (tmp_path / 'results.json').exists()
+
+
+def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  common = ['--config.train.steps=20', '--config.train.steps_per_call=10',
+            '--config.eval.num_examples=10', '--config.eval.batch_size=10']
+  subprocess.run(_train_cmd(tmp_path, *common), cwd=ROOT, env=env, check=True,
+                 capture_output=True)
+  before = (tmp_path / 'results.json').read_text()
+  proc = subprocess.run(_train_cmd(tmp_path, *common, '--config.task.out_index=3'),
+                        cwd=ROOT, env=env, capture_output=True, text=True)
+  assert proc.returncode == 1
+  assert 'holds a run of a different config' in proc.stderr
+  assert 'task.out_index' in proc.stderr and '--overwrite' in proc.stderr
+  assert (tmp_path / 'results.json').read_text() == before   # nothing lost
+  assert checkpoints.saved_steps(str(tmp_path)) == [20]
+  # Other eval settings are the same run: it resumes (nothing to train).
+  subprocess.run(_train_cmd(tmp_path, *common[:2], '--config.eval.num_examples=20',
+                            '--config.eval.batch_size=10'),
+                 cwd=ROOT, env=env, check=True, capture_output=True)
+  proc = subprocess.run(_train_cmd(tmp_path, *common, '--config.task.out_index=3',
+                                   '--overwrite'),
+                        cwd=ROOT, env=env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads((tmp_path / 'config.json').read_text())['task']['out_index'] == 3
