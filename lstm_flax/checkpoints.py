@@ -71,3 +71,19 @@ def restore_latest(mngr, state) -> Optional[Any]:
     logging.info('restored checkpoint at step %d from %s', step, mngr.directory)
     return state.replace(**restored)
   return None
+
+
+def set_aside(workdir: str, steps):
+  """Moves unreadable checkpoints to ``<workdir>/unreadable_checkpoints/`` (not
+  deleted: they may hold something worth recovering by hand) so that training
+  can save those steps anew."""
+  target = os.path.join(os.path.abspath(workdir), 'unreadable_checkpoints')
+  os.makedirs(target, exist_ok=True)
+  for step in steps:
+    destination = os.path.join(target, f'{step}')
+    suffix = 0
+    while os.path.exists(destination):
+      suffix += 1
+      destination = os.path.join(target, f'{step}.{suffix}')
+    os.replace(os.path.join(directory(workdir), str(step)), destination)
+    logging.warning('moved unreadable checkpoint %d to %s', step, destination)

@@ -6,6 +6,7 @@ on the device from ``fold_in(train_key, step)`` -> host logs every K steps ->
 ``evaluate`` (jitted, on keys disjoint from training) -> results.json.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -330,6 +331,31 @@ class _SignalCatcher:
       signal.signal(sig, handler)
 
 
+class _TensorBoard:
+  """Scalars to TensorBoard event files in ``<workdir>/tensorboard`` through
+  tensorboardX (the optional ``tensorboard`` extra; no TensorFlow needed).
+  Without it: one log line, and nothing is written."""
+
+  def __init__(self, workdir):
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      logging.info('tensorboardX is not installed: no TensorBoard events '
+                   "(pip install -e '.[tensorboard]'); metrics.jsonl has it all")
+      self._writer = None
+      return
+    self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, step, scalars):
+    if self._writer is not None:
+      for name, value in scalars.items():
+        self._writer.add_scalar(name, value, step)
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if
   it has one; writes config.json, metrics.jsonl, checkpoints/, results.json
@@ -349,10 +375,16 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   orbax_import.join()
   manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if checkpoints.saved_steps(workdir):
+  saved = checkpoints.saved_steps(workdir)
+  if saved:
     restored = checkpoints.restore_latest(manager, state)
     if restored is not None:
       state = restored
+    unreadable = [s for s in saved if restored is None or s > int(restored.step)]
+    if unreadable:
+      manager.close()
+      checkpoints.set_aside(workdir, unreadable)
+      manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
   step = int(state.step)
   if step:
     logging.info('resuming at step %d of %d', step, steps)
@@ -361,7 +393,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   train_start = time.perf_counter()
   last_saved = step
   last_loss = float('nan')
-  with open(metrics_path, 'a') as metrics_file, _SignalCatcher() as signals:
+  with open(metrics_path, 'a') as metrics_file, _SignalCatcher() as signals, \
+      contextlib.closing(_TensorBoard(workdir)) as tensorboard:
     while step < steps:
       num = min(exp.steps_per_call, steps - step)
       chunk_start = time.perf_counter()
@@ -387,6 +420,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                 'elapsed_seconds': now - train_start}
       metrics_file.write(json.dumps(record) + '\n')
       metrics_file.flush()
+      tensorboard.write(step, {'train/loss': record['train_loss'],
+                               'train/steps_per_second': steps_per_second})
       logging.info('step %d/%d  loss %.4f  %.0f steps/s  ETA %s', step, steps,
                    record['train_loss'], steps_per_second,
                    _format_eta((steps - step) / steps_per_second))
@@ -408,6 +443,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     metrics_file.write(json.dumps(
         {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
                        + '\n')
+    tensorboard.write(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
   logging.info('eval on %d held-out examples: %s', config.eval.num_examples,
                ', '.join(f'{k}={v:.5g}' for k, v in eval_metrics.items()))
 

@@ -217,3 +217,41 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
                         cwd=ROOT, env=env, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads((tmp_path / 'config.json').read_text())['task']['out_index'] == 3
+
+
+def test_learning_curve_plot_and_tensorboard_events(tmp_path):
+  pytest.importorskip('matplotlib')
+  config = _config(vanilla, steps=30, steps_per_call=10)
+  train_loop.train_and_evaluate(config, str(tmp_path))
+  from lstm_flax import plot  # pylint: disable=g-import-not-at-top
+  train, final = plot.read_metrics(str(tmp_path))
+  assert [r['step'] for r in train] == [10, 20, 30]
+  assert 'eval/accuracy' in final
+  assert plot.main(['plot', str(tmp_path)]) == 0
+  assert (tmp_path / 'learning_curve.png').stat().st_size > 5000
+  assert plot.main(['plot', str(tmp_path / 'nothing')]) == 2
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return
+  events = list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  assert events and events[0].stat().st_size > 100
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+  config = _config(vanilla, steps=40, steps_per_call=10, checkpoint_every=10,
+                   keep_checkpoints=3)
+  train_loop.train_and_evaluate(config, str(tmp_path))
+  assert checkpoints.saved_steps(str(tmp_path)) == [40, 30, 20]
+  # Truncate every file of the newest checkpoint.
+  for path in (tmp_path / 'checkpoints' / '40').rglob('*'):
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:7])
+  state = _final_params(config, tmp_path)
+  assert int(state.step) == 30
+  # Training in that workdir resumes from 30, keeps the bad one aside, saves 40.
+  results = train_loop.train_and_evaluate(config, str(tmp_path))
+  assert results['steps'] == 40
+  assert checkpoints.saved_steps(str(tmp_path)) == [40, 30, 20]
+  assert (tmp_path / 'unreadable_checkpoints' / '40').is_dir()
+  assert int(_final_params(config, tmp_path).step) == 40
