@@ -3,10 +3,10 @@
 The seed's model (LSTM(20) -> LSTM(20) -> Dense(5), MAE loss) and task; what
 changes is the training: 6,000 Adam updates of batch 64 (384,000 generated
 sequences) with a cosine learning-rate schedule peaking at 1e-2 after 200
-warmup steps.  Measured on a 2-core CPU, seed 0: held-out MAE 0.00045 on 1,000
-fresh sequences (the seed protocol: 0.017), in 65 s of training (README has
-the end-to-end time).  Larger batches at the same time budget did worse
-(batch 128, lr 3e-3: MAE 0.0023 in 119 s); lr 3e-3 at batch 64 gave 0.0018.
+warmup steps.  Measured on a 2-core CPU, seed 0: held-out MAE 0.00037
+(RMSE 0.00057) on 1,000 fresh sequences (the seed protocol: 0.018), in 63 s of
+training, 75 s end to end.  In the sweep that chose it (6,000 steps each):
+batch 64 at lr 3e-3 gave 0.0018, batch 128 at lr 3e-3 0.0023 (in 119 s).
 """
 
 from configs import stacked

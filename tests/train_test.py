@@ -172,3 +172,26 @@ def test_cnn_lstm_seed_protocol_reaches_accuracy_target(tmp_path):
   assert results['steps'] == 157 and results['batch_size'] == 32
   assert results['eval']['accuracy'] >= 0.98
   assert (tmp_path / 'moving_line.png').stat().st_size > 10000
+
+
+def test_figure_is_skipped_with_one_log_line_without_matplotlib(tmp_path, monkeypatch):
+  import builtins  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  real_import = builtins.__import__
+
+  def no_matplotlib(name, *args, **kwargs):
+    if name.startswith('matplotlib'):
+      raise ImportError('No module named matplotlib')
+    return real_import(name, *args, **kwargs)
+
+  messages = []
+  monkeypatch.setattr(builtins, '__import__', no_matplotlib)
+  monkeypatch.setattr(logging, 'info', lambda msg, *a: messages.append(msg % a))
+  config = _tiny(stacked, steps=5, steps_per_call=5, batch_size=2)
+  with config.unlocked():
+    config.eval.num_examples = 10
+    config.eval.batch_size = 10
+  results = train_loop.train_and_evaluate(config, str(tmp_path))
+  assert results['steps'] == 5
+  assert not (tmp_path / 'forecast.png').exists()
+  assert sum('figure skipped' in m for m in messages) == 1
