@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from lstm_flax import checkpoints
 from lstm_flax import train_loop
 from lstm_flax import validation
+from lstm_flax import workdir as workdir_lib
 
 try:
   _CONFIG = config_flags.DEFINE_config_file(
@@ -94,9 +95,9 @@ def main(argv):
 
   if _MODE.value == 'train':
     try:
-      train_loop.check_workdir(config, workdir, _OVERWRITE.value)
+      workdir_lib.check_workdir(config, workdir, _OVERWRITE.value)
       results = train_loop.train_and_evaluate(config, workdir)
-    except train_loop.TrainingError as e:
+    except (train_loop.TrainingError, workdir_lib.WorkdirError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
     except train_loop.Interrupted as e:
@@ -118,7 +119,7 @@ def main(argv):
     for p in predictions:
       print('  '.join(f'{k}: {v}' for k, v in p.items()))
     if _PREDICT_OUT.value:
-      train_loop.write_json(_PREDICT_OUT.value, predictions)
+      workdir_lib.write_json(_PREDICT_OUT.value, predictions)
 
 
 if __name__ == '__main__':

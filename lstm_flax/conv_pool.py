@@ -18,7 +18,6 @@ is done on channel-first planes because XLA on CPU handles minor dimensions of
 size 1 or 2 badly.
 """
 
-import jax
 import jax.numpy as jnp
 
 

@@ -27,6 +27,7 @@ from lstm_flax import checkpoints
 from lstm_flax import models
 from lstm_flax import tasks
 from lstm_flax import validation
+from lstm_flax import workdir as workdir_lib
 
 TrainState = train_state.TrainState
 
@@ -158,15 +159,6 @@ def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int, eval_key
   return jax.jit(evaluate, static_argnums=0)
 
 
-def write_json(path: str, obj: Any):
-  """Writes JSON atomically: a temp file in the same folder, then a rename."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
 def _format_eta(seconds: float) -> str:
   seconds = int(round(seconds))
   return f'{seconds // 60}m{seconds % 60:02d}s'
@@ -227,18 +219,6 @@ def _start_orbax_import():
   return thread
 
 
-def _trim_metrics(path: str, step: int):
-  """Keeps the training records of steps <= ``step`` (a resumed run redoes
-  the steps after its checkpoint) and drops eval records."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  kept = [r for r in records if r['step'] <= step and 'train_loss' in r]
-  with open(path, 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in kept)
-
-
 def evaluate_state(experiment: Experiment, state) -> Dict[str, float]:
   metrics = {k: float(v) for k, v in experiment.evaluate(state.params).items()}
   return experiment.task.summarize(metrics)
@@ -254,55 +234,6 @@ class Interrupted(Exception):
   def __init__(self, signum, step):
     super().__init__(f'interrupted by signal {signum} at step {step}')
     self.signum = signum
-
-
-# Fields that do not change what a run computes: a workdir can be resumed
-# with other values of these.
-_NOT_IDENTITY = {('train', 'steps_per_call'), ('train', 'checkpoint_every'),
-                 ('train', 'keep_checkpoints')}
-
-
-def _run_identity(config_dict):
-  return {section: ({k: v for k, v in fields.items()
-                     if (section, k) not in _NOT_IDENTITY}
-                    if isinstance(fields, dict) else fields)
-          for section, fields in config_dict.items() if section != 'eval'}
-
-
-def check_workdir(config, workdir: str, overwrite: bool = False):
-  """Refuses a workdir that holds checkpoints or results of a different run
-  (its config.json differs beyond eval and checkpoint settings), unless
-  ``overwrite``, which deletes that run's files.  The same config resumes."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    previous = _run_identity(json.load(f))
-  has_run = (checkpoints.saved_steps(workdir) or
-             os.path.exists(os.path.join(workdir, 'results.json')))
-  current = _run_identity(json.loads(json.dumps(config.to_dict())))
-  if not has_run or previous == current:
-    return
-  if not overwrite:
-    differences = sorted(
-        {f'{section}.{k}' for section in set(current) | set(previous)
-         for part in (current, previous)
-         if isinstance(part.get(section), dict)
-         for k in part[section]
-         if (current.get(section) or {}).get(k) != (previous.get(section) or {}).get(k)}
-        | {section for section in set(current) | set(previous)
-           if not isinstance(current.get(section), dict)
-           and current.get(section) != previous.get(section)})
-    raise TrainingError(
-        f'{workdir} holds a run of a different config ({previous.get("name")!r}'
-        f'; fields that differ: {", ".join(differences)}).  Use another '
-        f'--workdir, or pass --overwrite to delete that run and start anew.')
-  logging.warning('--overwrite: deleting the previous run in %s', workdir)
-  import shutil  # pylint: disable=g-import-not-at-top
-  shutil.rmtree(checkpoints.directory(workdir), ignore_errors=True)
-  for name in ('results.json', 'metrics.jsonl', 'eval.json', 'config.json'):
-    if os.path.exists(os.path.join(workdir, name)):
-      os.remove(os.path.join(workdir, name))
 
 
 class _SignalCatcher:
@@ -370,7 +301,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                '%.2fs', config.name, exp.task.name, jax.devices()[0].platform,
                steps, config.train.batch_size, exp.steps_per_call,
                exp.compile_seconds)
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  workdir_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   orbax_import.join()
   manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
@@ -388,7 +319,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   step = int(state.step)
   if step:
     logging.info('resuming at step %d of %d', step, steps)
-  _trim_metrics(metrics_path, step)
+  workdir_lib.trim_metrics(metrics_path, step)
 
   train_start = time.perf_counter()
   last_saved = step
@@ -466,7 +397,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       'eval': {'num_examples': config.eval.num_examples, **eval_metrics},
       'platform': jax.devices()[0].platform,
   }
-  write_json(os.path.join(workdir, 'results.json'), results)
+  workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   return results
 
 
@@ -495,7 +426,7 @@ def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
   result = {'config': config.name, 'task': exp.task.name,
             'step': int(state.step), 'eval_seed': config.eval.seed,
             'eval': {'num_examples': config.eval.num_examples, **metrics}}
-  write_json(os.path.join(workdir, 'eval.json'), result)
+  workdir_lib.write_json(os.path.join(workdir, 'eval.json'), result)
   logging.info('eval of step %d on %d held-out examples: %s', int(state.step),
                config.eval.num_examples,
                ', '.join(f'{k}={v:.5g}' for k, v in metrics.items()))

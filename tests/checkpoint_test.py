@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import stacked
 from configs import vanilla
 from lstm_flax import checkpoints
 from lstm_flax import train_loop

@@ -186,7 +186,7 @@ def test_figure_is_skipped_with_one_log_line_without_matplotlib(tmp_path, monkey
 
   messages = []
   monkeypatch.setattr(builtins, '__import__', no_matplotlib)
-  monkeypatch.setattr(logging, 'info', lambda msg, *a: messages.append(msg % a))
+  monkeypatch.setattr(logging, 'info', lambda msg, *a: messages.append(str(msg)))
   config = _tiny(stacked, steps=5, steps_per_call=5, batch_size=2)
   with config.unlocked():
     config.eval.num_examples = 10
