@@ -177,11 +177,11 @@ class Experiment:
   compile_seconds: float
 
 
-def build(config, train: bool = True) -> Experiment:
-  """Builds the task, model and optimizer of ``config`` and compiles its
-  programs from shapes alone.  Init, eval and predict run once, so they
-  compile at -O0; ``train=False`` skips the training program.  (Compiling
-  them in parallel threads measured no faster on 2 cores.)"""
+def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
+  """Builds the task, model and optimizer of ``config``, the initial state,
+  and compiles the ``programs`` asked for (others are None) from shapes
+  alone.  Init, eval and predict run once, so they compile at -O0.
+  (Compiling them in parallel threads measured no faster on 2 cores.)"""
   task = validation.validate(config)
   model = models.make_model(config.model, task.num_outputs)
   steps = config.train.steps
@@ -189,26 +189,28 @@ def build(config, train: bool = True) -> Experiment:
   init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed)
   tx = make_optimizer(config.optimizer, steps)
   init = make_init(model, task, tx)
-  train_chunk = make_train_chunk(
-      make_train_step(task, config.train.batch_size, train_key), steps_per_call)
-  evaluate = make_evaluate(task, config.eval.num_examples,
-                           config.eval.batch_size, eval_key)
-  predict = make_predict(task, max(1, config.eval.figure_examples,
-                                   config.eval.predict_examples), eval_key)
+  jitted = {
+      'train': make_train_chunk(
+          make_train_step(task, config.train.batch_size, train_key),
+          steps_per_call),
+      'eval': make_evaluate(task, config.eval.num_examples,
+                            config.eval.batch_size, eval_key),
+      'predict': make_predict(task, max(1, config.eval.figure_examples,
+                                        config.eval.predict_examples), eval_key),
+  }
 
   start = time.perf_counter()
   abstract = jax.eval_shape(init, init_key)
-  compiled = {
-      'init': init.lower(init_key).compile(_RUN_ONCE_OPTIONS),
-      'eval': evaluate.lower(abstract.apply_fn, abstract.params).compile(
-          _RUN_ONCE_OPTIONS),
-      'predict': predict.lower(abstract.apply_fn, abstract.params).compile(
-          _RUN_ONCE_OPTIONS),
-  }
-  if train:
-    compiled['train'] = train_chunk.lower(abstract, 0).compile()
-  return Experiment(config, task, compiled['init'](init_key),
-                    compiled.get('train'), compiled['eval'], compiled['predict'],
+  state = init.lower(init_key).compile(_RUN_ONCE_OPTIONS)(init_key)
+  compiled = {}
+  for name in programs:
+    if name == 'train':
+      compiled[name] = jitted[name].lower(abstract, 0).compile()
+    else:
+      compiled[name] = jitted[name].lower(abstract.apply_fn, abstract.params
+                                          ).compile(_RUN_ONCE_OPTIONS)
+  return Experiment(config, task, state, compiled.get('train'),
+                    compiled.get('eval'), compiled.get('predict'),
                     steps_per_call, time.perf_counter() - start)
 
 
@@ -294,7 +296,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   orbax_import = _start_orbax_import()
-  exp = build(config)
+  wants_figure = (config.eval.figure_examples > 0 and
+                  tasks.make_task(config.task).figure is not None)
+  exp = build(config, ('train', 'eval') + (('predict',) if wants_figure else ()))
   state = exp.state
   steps = config.train.steps
   logging.info('%s: %s on %s, %d steps of batch %d, %d per call; compiled in '
@@ -378,7 +382,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   logging.info('eval on %d held-out examples: %s', config.eval.num_examples,
                ', '.join(f'{k}={v:.5g}' for k, v in eval_metrics.items()))
 
-  if exp.task.figure is not None and config.eval.figure_examples > 0:
+  if wants_figure:
     draw_figure(exp, state, workdir)
   manager.wait_until_finished()
   manager.close()
@@ -401,14 +405,15 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   return results
 
 
-def _restore_for_inference(config, workdir: str) -> Tuple[Experiment, TrainState]:
+def _restore_for_inference(config, workdir: str, program: str
+                           ) -> Tuple[Experiment, TrainState]:
   steps = checkpoints.saved_steps(workdir)
   if not steps:
     raise FileNotFoundError(
         f'no checkpoint in {checkpoints.directory(workdir)}: train first '
         f'(python train.py --config=... --workdir={workdir})')
   orbax_import = _start_orbax_import()
-  exp = build(config, train=False)
+  exp = build(config, (program,))
   orbax_import.join()
   manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
   state = checkpoints.restore_latest(manager, exp.state)
@@ -421,7 +426,7 @@ def _restore_for_inference(config, workdir: str) -> Tuple[Experiment, TrainState
 
 def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
   """Evaluates the latest checkpoint on fresh held-out data; writes eval.json."""
-  exp, state = _restore_for_inference(config, workdir)
+  exp, state = _restore_for_inference(config, workdir, 'eval')
   metrics = evaluate_state(exp, state)
   result = {'config': config.name, 'task': exp.task.name,
             'step': int(state.step), 'eval_seed': config.eval.seed,
@@ -436,7 +441,7 @@ def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
 def predict_from_checkpoint(config, workdir: str):
   """Decoded predictions of the latest checkpoint on the first
   ``config.eval.predict_examples`` held-out examples: a list of dicts."""
-  exp, state = _restore_for_inference(config, workdir)
+  exp, state = _restore_for_inference(config, workdir, 'predict')
   inputs, targets, predictions = (
       np.asarray(a) for a in exp.predict(state.params))
   return [exp.task.describe(inputs[i], targets[i], predictions[i])

@@ -30,7 +30,7 @@ def _config(module, **train):
 
 
 def _final_params(config, workdir):
-  exp = train_loop.build(config, train=False)
+  exp = train_loop.build(config, programs=())
   manager = checkpoints.manager(str(workdir), 3)
   state = checkpoints.restore_latest(manager, exp.state)
   manager.close()
