@@ -1,0 +1,178 @@
+"""Training-step throughput: lstm_flax against the plain-Flax way, same tasks and sizes.
+
+  python bench/throughput.py                      # all models, batch 1, 32, 256, 1024
+  python bench/throughput.py --models=echo --batch_sizes=1,32 --repeats=3
+
+lstm_flax: K steps per compiled call (``lax.scan``), each step generating its
+batch on the device — data generation included in its time.
+Plain Flax, as an ordinary user writes it: ``nn.RNN(nn.OptimizedLSTMCell)``
+layers, a Conv applied to time folded into the batch, numpy batches made on
+the host beforehand, and a Python loop calling a jitted step per batch — data
+generation excluded from its time (generous to it).
+The two alternate, ``--repeats`` times; the table gives medians (min-max) of
+steps/s and the median ratio.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import cnn_lstm  # pylint: disable=g-import-not-at-top
+from configs import stacked
+from configs import vanilla
+from lstm_flax import train_loop
+
+_MODELS = flags.DEFINE_list('models', ['echo', 'stacked', 'cnn_lstm'],
+                            'Which seed models to time.')
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '32', '256', '1024'],
+                                 'Batch sizes.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Alternating repeats per cell.')
+_SECONDS = flags.DEFINE_float('seconds', 0.5,
+                              'Rough length of one timed measurement.')
+
+CONFIGS = {'echo': vanilla, 'stacked': stacked, 'cnn_lstm': cnn_lstm}
+
+
+# --- the plain-Flax baseline -----------------------------------------------------
+
+
+def numpy_batch(name, rng, batch):
+  """Host-side numpy data, generated the way the Keras tutorial does it."""
+  if name == 'echo':
+    values = rng.integers(0, 10, (batch, 5))
+    return np.eye(10, dtype=np.float32)[values], values[:, 2].astype(np.int32)
+  if name == 'stacked':
+    period = rng.integers(10, 21, (batch, 1))
+    decay = rng.uniform(0.01, 0.1, (batch, 1))
+    i = np.arange(55)
+    f = (0.5 + 0.5 * np.sin(2 * np.pi * i / period) * np.exp(-i * decay)).astype(np.float32)
+    return f[:, :50, None], f[:, 50:]
+  frames = np.zeros((batch, 50, 50, 50, 1), np.float32)
+  labels = rng.integers(0, 2, batch).astype(np.int32)
+  for n in range(batch):
+    row = rng.integers(0, 50)
+    for t in range(50):
+      col = t if labels[n] else 49 - t
+      if t:
+        row = rng.integers(max(0, row - 1), min(49, row + 1) + 1)
+      frames[n, t:, row, col, 0] = 1
+  return frames, labels
+
+
+class PlainModel(nn.Module):
+  layer_sizes: tuple
+  num_outputs: int
+  cnn: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    if self.cnn:
+      b, t = x.shape[:2]
+      x = x.reshape((b * t,) + x.shape[2:])
+      x = nn.max_pool(nn.relu(nn.Conv(2, (2, 2), padding='VALID')(x)), (2, 2), (2, 2))
+      x = x.reshape(b, t, -1)
+    for units in self.layer_sizes:
+      x = nn.RNN(nn.OptimizedLSTMCell(units))(x)
+    return nn.Dense(self.num_outputs)(x[:, -1])
+
+
+def plain_step_fn(name):
+  config = CONFIGS[name].get_config()
+  model = PlainModel(tuple(config.model.layer_sizes),
+                     {'echo': 10, 'stacked': 5, 'cnn_lstm': 1}[name],
+                     cnn=name == 'cnn_lstm')
+
+  def loss_fn(params, x, y):
+    out = model.apply({'params': params}, x)
+    if name == 'echo':
+      return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+    if name == 'stacked':
+      return jnp.abs(out - y).mean()
+    return optax.sigmoid_binary_cross_entropy(out[:, 0], y.astype(jnp.float32)).mean()
+
+  @jax.jit
+  def step(state, x, y):
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
+    return state.apply_gradients(grads=grads), loss
+
+  return model, step
+
+
+def time_plain(name, batch, steps):
+  rng = np.random.default_rng(0)
+  batches = [numpy_batch(name, rng, batch) for _ in range(min(steps, 8))]
+  model, step = plain_step_fn(name)
+  params = model.init(jax.random.key(0), batches[0][0][:1])['params']
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                        tx=optax.adam(1e-3))
+  state, loss = step(state, *batches[0])       # compile
+  jax.block_until_ready(loss)
+
+  def run():
+    nonlocal state
+    start = time.perf_counter()
+    for i in range(steps):
+      state, loss = step(state, *batches[i % len(batches)])
+    jax.block_until_ready(loss)
+    return steps / (time.perf_counter() - start)
+
+  return run
+
+
+def time_ours(name, batch, steps):
+  config = CONFIGS[name].get_config()
+  with config.unlocked():
+    config.train.batch_size = batch
+    config.train.steps = steps
+    config.train.steps_per_call = steps
+  exp = train_loop.build(config, programs=('train',))
+  state = exp.state
+
+  def run():
+    nonlocal state
+    start = time.perf_counter()
+    state, losses = exp.train_chunk(state, steps)
+    jax.block_until_ready(losses)
+    return steps / (time.perf_counter() - start)
+
+  return run
+
+
+def main(argv):
+  del argv
+  print(f'# {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; medians of '
+        f'{_REPEATS.value} alternating repeats')
+  print(f'{"model":9} {"batch":>5} | {"lstm_flax steps/s":>24} | '
+        f'{"plain Flax steps/s":>24} | {"ratio":>6} | {"lstm_flax samples/s":>19}')
+  for name in _MODELS.value:
+    for batch in (int(b) for b in _BATCH_SIZES.value):
+      if name == 'cnn_lstm' and batch > 256:
+        continue  # 1024 x 50 x 50 x 50 frames: 0.5 GB per batch on the host
+      ours = time_ours(name, batch, 16)
+      probe = max(ours(), 1e-3)
+      steps = int(min(5000, max(4, probe * _SECONDS.value)))
+      ours, plain = time_ours(name, batch, steps), time_plain(name, batch, steps)
+      a, b = [], []
+      for _ in range(_REPEATS.value):
+        a.append(ours())
+        b.append(plain())
+      ratio = statistics.median(x / y for x, y in zip(a, b))
+      fmt = lambda v: (f'{statistics.median(v):9.1f} ({min(v):.1f}-{max(v):.1f})')
+      print(f'{name:9} {batch:5d} | {fmt(a):>24} | {fmt(b):>24} | {ratio:5.1f}x | '
+            f'{statistics.median(a) * batch:19.0f}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
