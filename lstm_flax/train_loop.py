@@ -166,7 +166,8 @@ def _format_eta(seconds: float) -> str:
 
 @dataclasses.dataclass
 class Experiment:
-  """Everything a config builds, compiled: the programs and the initial state."""
+  """Everything a config builds: the initial state and the compiled programs
+  (a program that ``build`` was not asked for is None)."""
   config: Any
   task: tasks.Task
   state: TrainState
