@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from lstm_flax import checkpoints
@@ -58,6 +59,19 @@ _PREDICT_OUT = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, '--mode=train in a workdir that holds a run of a '
     'different config: delete that run and start anew (without it, refuse).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'Multi-host: host:port of process 0, which every process connects to '
+    '(with --num_processes and --process_id; see the README).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Multi-host: how many processes take part.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Multi-host: this process\'s index, 0 .. num_processes-1 '
+    '(process 0 writes logs, metrics and results).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-host on a managed cluster (Slurm, Cloud TPU, '
+    'Open MPI...): call jax.distributed.initialize() with the settings it '
+    'reads from the environment.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir',
     os.path.join(tempfile.gettempdir(), 'lstm_flax_xla_cache'),
@@ -72,9 +86,37 @@ class _QuietOrbax(logging_lib.Filter):
     return record.levelno >= logging_lib.WARNING or 'orbax' not in record.pathname
 
 
+def _initialize_distributed():
+  """jax.distributed.initialize() from the flags; must run before anything
+  touches a device.  Returns False (and changes nothing) for one process."""
+  given = {'coordinator_address': _COORDINATOR.value,
+           'num_processes': _NUM_PROCESSES.value,
+           'process_id': _PROCESS_ID.value}
+  if not _DISTRIBUTED.value and all(v is None for v in given.values()):
+    return False
+  if not _DISTRIBUTED.value:
+    missing = [f'--{k}' for k, v in given.items() if v is None]
+    if missing:
+      raise app.UsageError(
+          f'multi-host needs --coordinator_address, --num_processes and '
+          f'--process_id together; missing {missing} (or use --distributed on '
+          f'a cluster whose environment sets them)')
+    if _NUM_PROCESSES.value < 1 or not (
+        0 <= _PROCESS_ID.value < _NUM_PROCESSES.value):
+      raise app.UsageError(
+          f'--process_id={_PROCESS_ID.value} must be in [0, --num_processes='
+          f'{_NUM_PROCESSES.value})')
+  jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+  logging.info('process %d of %d; %d local / %d global devices',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  return True
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _initialize_distributed()
   try:
     config = _CONFIG.value
     config.name  # pylint: disable=pointless-statement  (loads the file)
@@ -95,16 +137,23 @@ def main(argv):
 
   if _MODE.value == 'train':
     try:
-      workdir_lib.check_workdir(config, workdir, _OVERWRITE.value)
+      if jax.process_count() > 1 and _OVERWRITE.value:
+        # One process clears the workdir; the others wait for it.
+        if jax.process_index() == 0:
+          workdir_lib.check_workdir(config, workdir, True)
+        multihost_utils.sync_global_devices('lstm_flax: workdir checked')
+      else:
+        workdir_lib.check_workdir(config, workdir, _OVERWRITE.value)
       results = train_loop.train_and_evaluate(config, workdir)
     except (train_loop.TrainingError, workdir_lib.WorkdirError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
     except train_loop.Interrupted as e:
       sys.exit(128 + e.signum)
-    print(f"{results['config']}: eval {results['eval']} "
-          f"(train {results['train_seconds']:.2f}s) -> "
-          f"{os.path.join(workdir, 'results.json')}")
+    if jax.process_index() == 0:
+      print(f"{results['config']}: eval {results['eval']} "
+            f"(train {results['train_seconds']:.2f}s) -> "
+            f"{os.path.join(workdir, 'results.json')}")
     return
   if not checkpoints.saved_steps(workdir):
     sys.exit(f'error: --mode={_MODE.value} needs a checkpoint, and there is '

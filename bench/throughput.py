@@ -20,18 +20,15 @@ import time
 
 from absl import app
 from absl import flags
-import flax.linen as nn
 from flax.training import train_state
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import cnn_lstm  # pylint: disable=g-import-not-at-top
-from configs import stacked
-from configs import vanilla
+from bench.plain_flax import CONFIGS  # pylint: disable=g-import-not-at-top
+from bench.plain_flax import numpy_batch
+from bench.plain_flax import plain_step_fn
 from lstm_flax import train_loop
 
 _MODELS = flags.DEFINE_list('models', ['echo', 'stacked', 'cnn_lstm'],
@@ -42,81 +39,17 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Alternating repeats per cell.')
 _SECONDS = flags.DEFINE_float('seconds', 0.5,
                               'Rough length of one timed measurement.')
 
-CONFIGS = {'echo': vanilla, 'stacked': stacked, 'cnn_lstm': cnn_lstm}
 
-
-# --- the plain-Flax baseline -----------------------------------------------------
-
-
-def numpy_batch(name, rng, batch):
-  """Host-side numpy data, generated the way the Keras tutorial does it."""
-  if name == 'echo':
-    values = rng.integers(0, 10, (batch, 5))
-    return np.eye(10, dtype=np.float32)[values], values[:, 2].astype(np.int32)
-  if name == 'stacked':
-    period = rng.integers(10, 21, (batch, 1))
-    decay = rng.uniform(0.01, 0.1, (batch, 1))
-    i = np.arange(55)
-    f = (0.5 + 0.5 * np.sin(2 * np.pi * i / period) * np.exp(-i * decay)).astype(np.float32)
-    return f[:, :50, None], f[:, 50:]
-  frames = np.zeros((batch, 50, 50, 50, 1), np.float32)
-  labels = rng.integers(0, 2, batch).astype(np.int32)
-  for n in range(batch):
-    row = rng.integers(0, 50)
-    for t in range(50):
-      col = t if labels[n] else 49 - t
-      if t:
-        row = rng.integers(max(0, row - 1), min(49, row + 1) + 1)
-      frames[n, t:, row, col, 0] = 1
-  return frames, labels
-
-
-class PlainModel(nn.Module):
-  layer_sizes: tuple
-  num_outputs: int
-  cnn: bool = False
-
-  @nn.compact
-  def __call__(self, x):
-    if self.cnn:
-      b, t = x.shape[:2]
-      x = x.reshape((b * t,) + x.shape[2:])
-      x = nn.max_pool(nn.relu(nn.Conv(2, (2, 2), padding='VALID')(x)), (2, 2), (2, 2))
-      x = x.reshape(b, t, -1)
-    for units in self.layer_sizes:
-      x = nn.RNN(nn.OptimizedLSTMCell(units))(x)
-    return nn.Dense(self.num_outputs)(x[:, -1])
-
-
-def plain_step_fn(name):
-  config = CONFIGS[name].get_config()
-  model = PlainModel(tuple(config.model.layer_sizes),
-                     {'echo': 10, 'stacked': 5, 'cnn_lstm': 1}[name],
-                     cnn=name == 'cnn_lstm')
-
-  def loss_fn(params, x, y):
-    out = model.apply({'params': params}, x)
-    if name == 'echo':
-      return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-    if name == 'stacked':
-      return jnp.abs(out - y).mean()
-    return optax.sigmoid_binary_cross_entropy(out[:, 0], y.astype(jnp.float32)).mean()
-
-  @jax.jit
-  def step(state, x, y):
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, x, y)
-    return state.apply_gradients(grads=grads), loss
-
-  return model, step
+# --- the plain-Flax baseline (bench/plain_flax.py) ------------------------------
 
 
 def time_plain(name, batch, steps):
   rng = np.random.default_rng(0)
   batches = [numpy_batch(name, rng, batch) for _ in range(min(steps, 8))]
-  model, step = plain_step_fn(name)
+  model, tx, step = plain_step_fn(name)
   params = model.init(jax.random.key(0), batches[0][0][:1])['params']
   state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=optax.adam(1e-3))
+                                        tx=tx)
   state, loss = step(state, *batches[0])       # compile
   jax.block_until_ready(loss)
 

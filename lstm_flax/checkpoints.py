@@ -43,10 +43,11 @@ def _contents(state):
           'step': state.step}
 
 
-def save(mngr, state, wait: bool = False):
-  """Saves ``state`` at its step (asynchronously unless ``wait``)."""
+def save(mngr, state, step: int, wait: bool = False):
+  """Saves ``state`` as checkpoint ``step`` (asynchronously unless ``wait``).
+  Every process calls it; orbax writes each array once."""
   ocp = _ocp()
-  mngr.save(int(state.step), args=ocp.args.StandardSave(_contents(state)),
+  mngr.save(step, args=ocp.args.StandardSave(_contents(state)),
             force=True)
   if wait:
     mngr.wait_until_finished()
@@ -59,7 +60,8 @@ def restore_latest(mngr, state) -> Optional[Any]:
   ocp = _ocp()
   import jax  # pylint: disable=g-import-not-at-top
   target = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _contents(state))
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      _contents(state))
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       restored = mngr.restore(step, args=ocp.args.StandardRestore(target))

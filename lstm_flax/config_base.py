@@ -12,6 +12,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = ''                      # the experiment's name, written to results.json
   c.seed = 0                       # parameters and training batches derive from it
+  c.num_seeds = 1                  # N > 1: train seeds seed..seed+N-1 as N replicas
+                                   # in one compiled program (vmap over the state)
 
   # config.task.name picks the task; the other task fields go to its generator.
   c.task = ml_collections.ConfigDict()

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 from absl import logging
 import flax.linen as nn
@@ -39,12 +39,57 @@ _RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0}
 _INIT, _TRAIN, _EVAL = 0, 1, 2
 
 
-def run_keys(seed: int, eval_seed: int):
+def run_keys(seed: int, eval_seed: int, num_seeds: int = 1):
   """(init_key, train_key, eval_key).  Eval keys come from a separate fold of
-  ``eval_seed``, so held-out data never equals a training batch."""
-  root = jax.random.key(seed)
-  return (jax.random.fold_in(root, _INIT), jax.random.fold_in(root, _TRAIN),
-          jax.random.fold_in(jax.random.key(eval_seed), _EVAL))
+  ``eval_seed``, so held-out data never equals a training batch.
+
+  With ``num_seeds`` N > 1, init and train keys are stacked (N,): replica i
+  gets exactly the keys of a single run with seed ``seed + i``.  The eval key
+  is shared, so every replica is scored on the same held-out examples.
+  """
+  def keys(s):
+    root = jax.random.key(s)
+    return jax.random.fold_in(root, _INIT), jax.random.fold_in(root, _TRAIN)
+
+  eval_key = jax.random.fold_in(jax.random.key(eval_seed), _EVAL)
+  if num_seeds == 1:
+    return (*keys(seed), eval_key)
+  init_keys, train_keys = jax.vmap(keys)(jnp.arange(seed, seed + num_seeds,
+                                                    dtype=jnp.uint32))
+  return init_keys, train_keys, eval_key
+
+
+def _replicas(key) -> int:
+  """0 for a single key, N for a stack of N keys (one per seed replica)."""
+  return key.shape[0] if key.ndim else 0
+
+
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over every device (all processes'), axis ``'data'``."""
+  return jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
+
+
+def batch_sharding(mesh):
+  """Examples split over the ``data`` axis; None on one device (no-op)."""
+  if mesh is None or mesh.size == 1:
+    return None
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+
+
+def replicated(mesh):
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def shard_batch(batch, sharding):
+  """Constrains every array of ``batch`` to be split along its first axis.
+
+  Inside a jitted step this makes each device generate only its own slice:
+  examples are drawn from per-example keys ``fold_in(key, index)``, so the
+  global batch is the same whatever the number of devices.
+  """
+  if sharding is None:
+    return batch
+  return jax.lax.with_sharding_constraint(batch, sharding)
 
 
 def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation:
@@ -75,30 +120,42 @@ def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation
   return tx
 
 
-def make_init(model: nn.Module, task: tasks.Task, tx):
+def make_init(model: nn.Module, task: tasks.Task, tx, num_seeds: int = 1,
+              mesh=None):
   """A jitted ``init_key -> TrainState``: parameters from one generated
   example's shapes, and the optimizer state (eager init of a scanned model is
-  slow)."""
+  slow).  With ``num_seeds`` N > 1 it takes (N,) keys and returns N replicas
+  stacked on a leading axis.  With a ``mesh`` the state is replicated over it.
+  """
   inputs, _ = jax.eval_shape(lambda: task.generate(jax.random.key(0), 1))
 
-  @jax.jit
   def init(key):
     params = model.init(key, jnp.zeros(inputs.shape, inputs.dtype))['params']
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
-  return init
+  if num_seeds > 1:
+    init = jax.vmap(init)
+  return jax.jit(init, out_shardings=None if mesh is None else replicated(mesh))
 
 
 def create_train_state(model: nn.Module, task: tasks.Task, tx, init_key):
-  return make_init(model, task, tx)(init_key)
+  return make_init(model, task, tx, max(1, _replicas(init_key)))(init_key)
 
 
-def make_train_step(task: tasks.Task, batch_size: int, train_key):
-  """state -> (state, loss): one update on the batch of step ``state.step``."""
+def make_train_step(task: tasks.Task, batch_size: int, train_key,
+                    sharding=None):
+  """``state -> (state, loss)``: one update on the batch of step ``state.step``.
 
-  def train_step(state: TrainState):
-    inputs, targets = task.generate(jax.random.fold_in(train_key, state.step),
-                                    batch_size)
+  With a stack of N train keys, the state holds N replicas (leading axis) and
+  the step is vmapped over both: loss (N,).  ``sharding`` (see
+  ``batch_sharding``) splits the batch over devices; the gradient's mean over
+  the batch then becomes a cross-device reduction the compiler inserts.
+  """
+
+  def train_step(state: TrainState, key):
+    inputs, targets = shard_batch(
+        task.generate(jax.random.fold_in(key, state.step), batch_size),
+        sharding)
 
     def loss_fn(params):
       return task.loss(state.apply_fn({'params': params}, inputs), targets)
@@ -106,57 +163,101 @@ def make_train_step(task: tasks.Task, batch_size: int, train_key):
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), loss
 
-  return train_step
+  if _replicas(train_key):
+    return lambda state: jax.vmap(train_step)(state, train_key)
+  return lambda state: train_step(state, train_key)
 
 
-def make_train_chunk(train_step, steps_per_call: int):
-  """A jitted ``(state, num_steps) -> (state, losses (K,))`` running
+def make_train_chunk(train_step, steps_per_call: int, mesh=None):
+  """A jitted ``(state, num_steps) -> (state, losses (K,) or (K, N))`` running
   ``num_steps <= K`` steps in one ``lax.scan`` of fixed length K.
 
   ``num_steps`` is a traced argument, so the last, shorter chunk reuses the
-  same compiled program; skipped steps report a NaN loss.
+  same compiled program; skipped steps report a NaN loss.  With a ``mesh``,
+  state and losses are replicated over it.
   """
 
   def chunk(state, num_steps):
+    loss_shape = jax.eval_shape(train_step, state)[1]
 
     def body(state, i):
-      return jax.lax.cond(i < num_steps, train_step,
-                          lambda s: (s, jnp.full((), jnp.nan, jnp.float32)),
-                          state)
+      return jax.lax.cond(
+          i < num_steps, train_step,
+          lambda s: (s, jnp.full(loss_shape.shape, jnp.nan, jnp.float32)),
+          state)
 
     return jax.lax.scan(body, state, jnp.arange(steps_per_call))
 
-  return jax.jit(chunk, donate_argnums=0)
+  if mesh is None:
+    return jax.jit(chunk, donate_argnums=0)
+  return jax.jit(chunk, donate_argnums=0, in_shardings=replicated(mesh),
+                 out_shardings=replicated(mesh))
 
 
-def make_predict(task: tasks.Task, num_examples: int, eval_key):
+def make_predict(task: tasks.Task, num_examples: int, eval_key, mesh=None):
   """A jitted ``(apply_fn, params) -> (inputs, targets, predictions)`` on the
-  first ``num_examples`` held-out examples (for figures and printouts)."""
+  first ``num_examples`` held-out examples (for figures and printouts) with
+  the parameters of one model (replica 0's, for ``num_seeds`` > 1)."""
 
   def predict(apply_fn, params):
     inputs, targets = task.generate(eval_key, num_examples)
     return inputs, targets, task.decode(apply_fn({'params': params}, inputs))
 
-  return jax.jit(predict, static_argnums=0)
+  return jax.jit(predict, static_argnums=0,
+                 out_shardings=None if mesh is None else replicated(mesh))
 
 
-def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int, eval_key):
-  """A jitted ``params -> {metric: mean}`` over the first ``num_examples``
-  examples of the eval stream, ``batch_size`` at a time."""
+def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int,
+                  eval_key, num_seeds: int = 1, mesh=None):
+  """A jitted ``(apply_fn, params) -> {metric: mean}`` over the first
+  ``num_examples`` examples of the eval stream, ``batch_size`` at a time
+  (split over the mesh's devices).  With ``num_seeds`` N > 1 the parameters
+  hold N replicas and each metric is (N,)."""
   if num_examples % batch_size:
     raise ValueError(f'config.eval.num_examples={num_examples} must be a '
                      f'multiple of config.eval.batch_size={batch_size}')
+  sharding = batch_sharding(mesh)
 
   def evaluate(apply_fn, params):
 
     def one_batch(i):
-      inputs, targets = task.generate(eval_key, batch_size, offset=i * batch_size)
+      inputs, targets = shard_batch(
+          task.generate(eval_key, batch_size, offset=i * batch_size), sharding)
       return task.metrics(apply_fn({'params': params}, inputs), targets)
 
     per_batch = jax.lax.map(one_batch, jnp.arange(num_examples // batch_size))
     return jax.tree_util.tree_map(jnp.mean, per_batch)
 
-  return jax.jit(evaluate, static_argnums=0)
+  if num_seeds > 1:
+    single = evaluate
+    evaluate = lambda apply_fn, params: jax.vmap(
+        lambda p: single(apply_fn, p))(params)
+  return jax.jit(evaluate, static_argnums=0,
+                 out_shardings=None if mesh is None else replicated(mesh))
+
+
+def to_host(tree):
+  """numpy copies of a pytree of replicated (or single-device) arrays; works
+  in multi-process runs, where a global array is not fully addressable."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)
+    return np.asarray(x)
+  return jax.tree_util.tree_map(one, tree)
+
+
+def state_step(state) -> int:
+  """The state's step (replicas train in lockstep: their common step)."""
+  return int(np.max(to_host(state.step)))
+
+
+def replica(tree, index: int = 0):
+  """Replica ``index`` of a stacked pytree (``num_seeds`` > 1)."""
+  def one(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=x.sharding)
+    return x[index]
+  return jax.tree_util.tree_map(one, tree)
 
 
 def _format_eta(seconds: float) -> str:
@@ -170,34 +271,49 @@ class Experiment:
   (a program that ``build`` was not asked for is None)."""
   config: Any
   task: tasks.Task
-  state: TrainState
+  state: TrainState     # with num_seeds > 1: N replicas on a leading axis
   train_chunk: Any      # compiled (state, num_steps) -> (state, losses)
   evaluate: Any         # compiled params -> {metric: mean}
-  predict: Any          # compiled params -> (inputs, targets, predictions)
+  predict: Any          # compiled params of one replica -> (inputs, targets, predictions)
   steps_per_call: int
   compile_seconds: float
+  mesh: Any = None      # the 'data' mesh over all devices
+
+  @property
+  def num_seeds(self) -> int:
+    return self.config.num_seeds
 
 
 def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
   """Builds the task, model and optimizer of ``config``, the initial state,
   and compiles the ``programs`` asked for (others are None) from shapes
   alone.  Init, eval and predict run once, so they compile at -O0.
-  (Compiling them in parallel threads measured no faster on 2 cores.)"""
+  (Compiling them in parallel threads measured no faster on 2 cores.)
+
+  Every program runs on a 1-D ``data`` mesh over all devices: batches split
+  over it, parameters and optimizer state replicated.
+  """
   task = validation.validate(config)
   model = models.make_model(config.model, task.num_outputs)
   steps = config.train.steps
   steps_per_call = min(config.train.steps_per_call, steps)
-  init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed)
+  num_seeds = config.num_seeds
+  init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed,
+                                           num_seeds)
+  mesh = data_mesh()
   tx = make_optimizer(config.optimizer, steps)
-  init = make_init(model, task, tx)
+  init = make_init(model, task, tx, num_seeds, mesh)
   jitted = {
-      'train': make_train_chunk(
-          make_train_step(task, config.train.batch_size, train_key),
-          steps_per_call),
-      'eval': make_evaluate(task, config.eval.num_examples,
-                            config.eval.batch_size, eval_key),
-      'predict': make_predict(task, max(1, config.eval.figure_examples,
-                                        config.eval.predict_examples), eval_key),
+      'train': lambda: make_train_chunk(
+          make_train_step(task, config.train.batch_size, train_key,
+                          batch_sharding(mesh)),
+          steps_per_call, mesh),
+      'eval': lambda: make_evaluate(task, config.eval.num_examples,
+                                    config.eval.batch_size, eval_key,
+                                    num_seeds, mesh),
+      'predict': lambda: make_predict(
+          task, max(1, config.eval.figure_examples,
+                    config.eval.predict_examples), eval_key, mesh),
   }
 
   start = time.perf_counter()
@@ -205,14 +321,19 @@ def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
   state = init.lower(init_key).compile(_RUN_ONCE_OPTIONS)(init_key)
   compiled = {}
   for name in programs:
+    program = jitted[name]()
     if name == 'train':
-      compiled[name] = jitted[name].lower(abstract, 0).compile()
+      compiled[name] = program.lower(abstract, 0).compile()
+    elif name == 'predict':
+      compiled[name] = program.lower(
+          abstract.apply_fn, abstract.params if num_seeds == 1 else
+          replica(abstract.params)).compile(_RUN_ONCE_OPTIONS)
     else:
-      compiled[name] = jitted[name].lower(abstract.apply_fn, abstract.params
-                                          ).compile(_RUN_ONCE_OPTIONS)
+      compiled[name] = program.lower(abstract.apply_fn, abstract.params
+                                     ).compile(_RUN_ONCE_OPTIONS)
   return Experiment(config, task, state, compiled.get('train'),
                     compiled.get('eval'), compiled.get('predict'),
-                    steps_per_call, time.perf_counter() - start)
+                    steps_per_call, time.perf_counter() - start, mesh)
 
 
 def _start_orbax_import():
@@ -222,9 +343,34 @@ def _start_orbax_import():
   return thread
 
 
+def evaluate_per_seed(experiment: Experiment, state) -> List[Dict[str, float]]:
+  """Held-out metrics of each replica (one dict for ``num_seeds`` = 1)."""
+  metrics = to_host(experiment.evaluate(state.params))
+  if experiment.num_seeds == 1:
+    metrics = {k: v[None] for k, v in metrics.items()}
+  return [experiment.task.summarize({k: float(v[i]) for k, v in metrics.items()})
+          for i in range(experiment.num_seeds)]
+
+
+def seed_statistics(per_seed: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+  """``{metric: {mean, std, min, max}}`` over replicas."""
+  stats = {}
+  for name in per_seed[0]:
+    values = np.array([m[name] for m in per_seed])
+    stats[name] = {'mean': float(values.mean()), 'std': float(values.std()),
+                   'min': float(values.min()), 'max': float(values.max())}
+  return stats
+
+
 def evaluate_state(experiment: Experiment, state) -> Dict[str, float]:
-  metrics = {k: float(v) for k, v in experiment.evaluate(state.params).items()}
-  return experiment.task.summarize(metrics)
+  """Held-out metrics; with ``num_seeds`` > 1, their means over replicas."""
+  return mean_over_seeds(evaluate_per_seed(experiment, state))
+
+
+def mean_over_seeds(per_seed: List[Dict[str, float]]) -> Dict[str, float]:
+  if len(per_seed) == 1:
+    return per_seed[0]
+  return {k: v['mean'] for k, v in seed_statistics(per_seed).items()}
 
 
 class TrainingError(RuntimeError):
@@ -271,6 +417,9 @@ class _TensorBoard:
   Without it: one log line, and nothing is written."""
 
   def __init__(self, workdir):
+    self._writer = None
+    if workdir is None:  # not the writing process
+      return
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     except ImportError:
@@ -290,11 +439,20 @@ class _TensorBoard:
       self._writer.close()
 
 
+def is_writer() -> bool:
+  """Only process 0 writes logs, metrics, results and figures (every process
+  takes part in computing, and in orbax's checkpoint saves)."""
+  return jax.process_index() == 0
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if
   it has one; writes config.json, metrics.jsonl, checkpoints/, results.json
-  and the task's figure."""
+  and the task's figure.  With ``config.num_seeds`` N > 1 it trains N
+  replicas at once and results.json reports each seed's metrics, their mean
+  (under ``eval``) and their spread."""
   start = time.perf_counter()
+  writer = is_writer()
   os.makedirs(workdir, exist_ok=True)
   orbax_import = _start_orbax_import()
   wants_figure = (config.eval.figure_examples > 0 and
@@ -302,11 +460,17 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   exp = build(config, ('train', 'eval') + (('predict',) if wants_figure else ()))
   state = exp.state
   steps = config.train.steps
-  logging.info('%s: %s on %s, %d steps of batch %d, %d per call; compiled in '
-               '%.2fs', config.name, exp.task.name, jax.devices()[0].platform,
-               steps, config.train.batch_size, exp.steps_per_call,
+  num_seeds = config.num_seeds
+  logging.info('%s: %s on %d %s device(s) in %d process(es), %d steps of '
+               'batch %d, %d per call%s; compiled in %.2fs', config.name,
+               exp.task.name, jax.device_count(), jax.devices()[0].platform,
+               jax.process_count(), steps, config.train.batch_size,
+               exp.steps_per_call,
+               f', {num_seeds} seeds at once' if num_seeds > 1 else '',
                exp.compile_seconds)
-  workdir_lib.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  if writer:
+    workdir_lib.write_json(os.path.join(workdir, 'config.json'),
+                           config.to_dict())
 
   orbax_import.join()
   manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
@@ -316,44 +480,56 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     restored = checkpoints.restore_latest(manager, state)
     if restored is not None:
       state = restored
-    unreadable = [s for s in saved if restored is None or s > int(restored.step)]
+    unreadable = [s for s in saved
+                  if restored is None or s > state_step(restored)]
     if unreadable:
       manager.close()
-      checkpoints.set_aside(workdir, unreadable)
+      if writer:
+        checkpoints.set_aside(workdir, unreadable)
       manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
-  step = int(state.step)
+  step = state_step(state)
   if step:
     logging.info('resuming at step %d of %d', step, steps)
-  workdir_lib.trim_metrics(metrics_path, step)
+  if writer:
+    workdir_lib.trim_metrics(metrics_path, step)
 
   train_start = time.perf_counter()
   last_saved = step
-  last_loss = float('nan')
-  with open(metrics_path, 'a') as metrics_file, _SignalCatcher() as signals, \
-      contextlib.closing(_TensorBoard(workdir)) as tensorboard:
+  last_loss = np.full((num_seeds,), np.nan)
+  with open(metrics_path if writer else os.devnull, 'a') as metrics_file, \
+      _SignalCatcher() as signals, \
+      contextlib.closing(_TensorBoard(workdir if writer else None)
+                         ) as tensorboard:
     while step < steps:
       num = min(exp.steps_per_call, steps - step)
       chunk_start = time.perf_counter()
       new_state, losses = exp.train_chunk(state, num)
-      losses = np.asarray(losses[:num])  # blocks until the chunk is done
+      # (num, N): blocks until the chunk is done.
+      losses = to_host(losses)[:num].reshape(num, num_seeds)
       if not np.isfinite(losses).all():
-        bad = step + 1 + int(np.argmin(np.isfinite(losses)))
+        bad_row = int(np.argmin(np.isfinite(losses).all(axis=1)))
+        bad_seeds = [config.seed + i for i in
+                     np.flatnonzero(~np.isfinite(losses[bad_row]))]
         manager.wait_until_finished()
         good = checkpoints.saved_steps(workdir)
         raise TrainingError(
-            f'non-finite training loss ({losses[bad - step - 1]}) at step {bad}; '
-            f'stopped without saving.  Last good checkpoint: '
+            f'non-finite training loss ({losses[bad_row].tolist()}) at step '
+            f'{step + 1 + bad_row}' + (f' (seeds {bad_seeds})' if num_seeds > 1
+                                       else '') +
+            '; stopped without saving.  Last good checkpoint: '
             + (f'step {good[0]} in {checkpoints.directory(workdir)}' if good
                else 'none') + '.  Try a lower config.optimizer.learning_rate '
             'or config.optimizer.grad_clip_norm > 0.')
       state = new_state
       now = time.perf_counter()
       step += num
-      last_loss = float(losses[-1])
+      last_loss = losses[-1]
       steps_per_second = num / (now - chunk_start)
       record = {'step': step, 'train_loss': float(losses.mean()),
                 'steps_per_second': steps_per_second,
                 'elapsed_seconds': now - train_start}
+      if num_seeds > 1:
+        record['train_loss_per_seed'] = losses.mean(axis=0).tolist()
       metrics_file.write(json.dumps(record) + '\n')
       metrics_file.flush()
       tensorboard.write(step, {'train/loss': record['train_loss'],
@@ -362,25 +538,28 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                    record['train_loss'], steps_per_second,
                    _format_eta((steps - step) / steps_per_second))
       if signals.signum is not None:
-        checkpoints.save(manager, state, wait=True)
+        checkpoints.save(manager, state, step, wait=True)
         manager.close()
         logging.warning('checkpoint saved at step %d in %s; rerun the same '
                         'command to resume', step, checkpoints.directory(workdir))
         raise Interrupted(signals.signum, step)
       every = config.train.checkpoint_every
       if every > 0 and step - last_saved >= every and step < steps:
-        checkpoints.save(manager, state)
+        checkpoints.save(manager, state, step)
         last_saved = step
     train_seconds = time.perf_counter() - train_start
     if manager.latest_step() != step:
-      checkpoints.save(manager, state)  # the final state, written while we eval
+      checkpoints.save(manager, state, step)  # written while we eval
 
-    eval_metrics = evaluate_state(exp, state)
-    metrics_file.write(json.dumps(
-        {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
-                       + '\n')
+    per_seed = evaluate_per_seed(exp, state)
+    eval_metrics = mean_over_seeds(per_seed)
+    record = {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}}
+    if num_seeds > 1:
+      record['eval_per_seed'] = per_seed
+    metrics_file.write(json.dumps(record) + '\n')
     tensorboard.write(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
-  logging.info('eval on %d held-out examples: %s', config.eval.num_examples,
+  logging.info('eval on %d held-out examples%s: %s', config.eval.num_examples,
+               f' (mean of {num_seeds} seeds)' if num_seeds > 1 else '',
                ', '.join(f'{k}={v:.5g}' for k, v in eval_metrics.items()))
 
   if wants_figure:
@@ -398,11 +577,22 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       'train_seconds': train_seconds,
       'compile_seconds': exp.compile_seconds,
       'total_seconds': time.perf_counter() - start,
-      'final_train_loss': last_loss,
+      'final_train_loss': float(last_loss.mean()),
       'eval': {'num_examples': config.eval.num_examples, **eval_metrics},
       'platform': jax.devices()[0].platform,
+      'num_devices': jax.device_count(),
+      'num_processes': jax.process_count(),
   }
-  workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
+  if num_seeds > 1:
+    results.update({
+        'num_seeds': num_seeds,
+        'seeds': list(range(config.seed, config.seed + num_seeds)),
+        'final_train_loss_per_seed': last_loss.tolist(),
+        'eval_per_seed': per_seed,
+        'eval_stats': seed_statistics(per_seed),
+    })
+  if writer:
+    workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   return results
 
 
@@ -428,12 +618,16 @@ def _restore_for_inference(config, workdir: str, program: str
 def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
   """Evaluates the latest checkpoint on fresh held-out data; writes eval.json."""
   exp, state = _restore_for_inference(config, workdir, 'eval')
-  metrics = evaluate_state(exp, state)
+  per_seed = evaluate_per_seed(exp, state)
+  metrics = mean_over_seeds(per_seed)
   result = {'config': config.name, 'task': exp.task.name,
-            'step': int(state.step), 'eval_seed': config.eval.seed,
+            'step': state_step(state), 'eval_seed': config.eval.seed,
             'eval': {'num_examples': config.eval.num_examples, **metrics}}
-  workdir_lib.write_json(os.path.join(workdir, 'eval.json'), result)
-  logging.info('eval of step %d on %d held-out examples: %s', int(state.step),
+  if config.num_seeds > 1:
+    result.update(eval_per_seed=per_seed, eval_stats=seed_statistics(per_seed))
+  if is_writer():
+    workdir_lib.write_json(os.path.join(workdir, 'eval.json'), result)
+  logging.info('eval of step %d on %d held-out examples: %s', state_step(state),
                config.eval.num_examples,
                ', '.join(f'{k}={v:.5g}' for k, v in metrics.items()))
   return result
@@ -444,9 +638,15 @@ def predict_from_checkpoint(config, workdir: str):
   ``config.eval.predict_examples`` held-out examples: a list of dicts."""
   exp, state = _restore_for_inference(config, workdir, 'predict')
   inputs, targets, predictions = (
-      np.asarray(a) for a in exp.predict(state.params))
+      to_host(a) for a in exp.predict(_one_model(exp, state)))
   return [exp.task.describe(inputs[i], targets[i], predictions[i])
           for i in range(config.eval.predict_examples)]
+
+
+def _one_model(exp: Experiment, state):
+  """The parameters figures and printouts show: replica 0's (the run's
+  ``config.seed``) when there are several."""
+  return state.params if exp.num_seeds == 1 else replica(state.params)
 
 
 def draw_figure(exp: Experiment, state, workdir: str):
@@ -460,7 +660,9 @@ def draw_figure(exp: Experiment, state, workdir: str):
     return None
   n = exp.config.eval.figure_examples
   inputs, targets, predictions = (
-      np.asarray(a)[:n] for a in exp.predict(state.params))
+      to_host(a)[:n] for a in exp.predict(_one_model(exp, state)))
+  if not is_writer():
+    return None
   path = exp.task.figure(workdir, inputs, targets, predictions)
   logging.info('figure: %s', path)
   return path

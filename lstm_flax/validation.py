@@ -60,6 +60,10 @@ def validate(config):
   if not isinstance(config.name, str) or not config.name:
     _fail('name', config.name, 'must be a non-empty string')
   integer('seed', config.seed, 0, 2**32 - 1)
+  integer('num_seeds', config.num_seeds, 1, 4096)
+  if config.seed + config.num_seeds > 2**32:
+    _fail('num_seeds', config.num_seeds,
+          f'seed + num_seeds must be <= 2**32 (seed={config.seed})')
 
   task = tasks.make_task(config.task)          # checks config.task.*
   models.check_model_config(config.model, config.task, task.input_kind)
@@ -96,4 +100,18 @@ def validate(config):
   integer('eval.seed', ev.seed, 0, 2**32 - 1)
   integer('eval.figure_examples', ev.figure_examples, 0, 64)
   integer('eval.predict_examples', ev.predict_examples, 1, 10000)
+  check_batch_divides_devices(config)
   return task
+
+
+def check_batch_divides_devices(config, num_devices=None):
+  """Batches are split evenly over the data-parallel devices."""
+  import jax  # pylint: disable=g-import-not-at-top
+  num_devices = num_devices or jax.device_count()
+  for field, value in (('train.batch_size', config.train.batch_size),
+                       ('eval.batch_size', config.eval.batch_size)):
+    if value % num_devices:
+      _fail(field, value,
+            f'must be a multiple of the number of devices ({num_devices}: '
+            f'the batch is split evenly over them; {jax.devices()[0].platform}'
+            f' devices here)')

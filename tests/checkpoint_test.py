@@ -42,7 +42,7 @@ def test_save_restore_round_trip(tmp_path):
   exp = train_loop.build(config)
   state, _ = exp.train_chunk(exp.state, 10)
   manager = checkpoints.manager(str(tmp_path), 2)
-  checkpoints.save(manager, state, wait=True)
+  checkpoints.save(manager, state, int(state.step), wait=True)
   restored = checkpoints.restore_latest(manager, exp.state)
   manager.close()
   assert int(restored.step) == 10
@@ -63,7 +63,7 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
   manager = checkpoints.manager(str(part), 3)
   state, _ = exp.train_chunk(exp.state, 20)
   state, _ = exp.train_chunk(state, 20)
-  checkpoints.save(manager, state, wait=True)
+  checkpoints.save(manager, state, int(state.step), wait=True)
   manager.close()
   results = train_loop.train_and_evaluate(full, str(part))
   assert results['steps'] == 100
