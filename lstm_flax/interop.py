@@ -46,6 +46,18 @@ GRU layouts (array level; ``gru_*`` functions)
   recurrent matmul.  PyTorch has no such cell, so converting it to PyTorch
   raises ``ValueError``.
 
+Our layers
+----------
+``lstm_flax.lstm.LSTM`` takes the LSTM params above, ``lstm_flax.lstm.GRU``
+the GRU params in Keras layout (``reset_after=True``: bias (2, 3H);
+``reset_after=False``: bias (3H,)), and ``lstm_flax.lstm.Bidirectional``
+``{'forward': params, 'backward': params}`` -- the form every ``*_from_torch``
+returns per layer for a bidirectional state_dict, and
+:func:`bidirectional_from_keras` for Keras' ``Bidirectional`` (whose backward
+layer reads time backwards and, like ours, returns its outputs in input
+order).  A multi-layer bidirectional PyTorch RNN is a list of such layers, each
+layer's merged (concatenated) outputs feeding the next.
+
 Carries
 -------
 Ours and Keras: ``(h, c)`` per layer, each (B, H) (Keras' ``return_state``
@@ -70,12 +82,14 @@ as datasets ``vars/0``, ``vars/1``, ...; recurrent layers keep theirs under
 """
 
 import dataclasses
+import functools
 import io
 import json
 import re
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import jax
 import numpy as np
 
 # --- small helpers -------------------------------------------------------------
@@ -327,9 +341,14 @@ def _torch_rnn_layers(state_dict: Mapping[str, Any], prefix: str, gates: int, ki
       a = {k: to_numpy(v) for k, v in got.items()}
       key = lambda n: f'{prefix}{n}_l{layer}{suffix}'  # pylint: disable=cell-var-from-loop
       if hidden is None:
-        _check_shape(key('weight_hh'), a['weight_hh'], (None, None),
-                     f'{gates}*hidden x hidden for nn.{kind}')
-        hidden = a['weight_hh'].shape[1]
+        w = a['weight_hh']
+        if w.ndim != 2 or w.shape[0] != gates * w.shape[1]:
+          other = 7 - gates  # 4 gate blocks (LSTM) <-> 3 (GRU)
+          hint = (f': it has {other} x hidden rows, is this an nn.{"GRU" if other == 3 else "LSTM"}?'
+                  if w.ndim == 2 and w.shape[0] == other * w.shape[1] else '')
+          raise ValueError(f'{key("weight_hh")} has shape {tuple(w.shape)}; expected '
+                           f'({gates}*hidden, hidden) for nn.{kind}{hint}')
+        hidden = w.shape[1]
       _check_shape(key('weight_hh'), a['weight_hh'], (gates * hidden, hidden),
                    f'{gates}*hidden x hidden for nn.{kind}')
       in_width = None if layer == 0 else hidden * len(suffixes)
@@ -518,6 +537,37 @@ def gru_to_torch(layers: Any, prefix: str = '') -> Dict[str, np.ndarray]:
   return out
 
 
+# --- Bidirectional (Keras arrays) ------------------------------------------------------
+
+_FROM_KERAS = {'lstm': lstm_from_keras, 'gru': gru_from_keras}
+_TO_KERAS = {'lstm': lstm_to_keras, 'gru': gru_to_keras}
+
+
+def bidirectional_from_keras(weights: Sequence[Any], cell: str = 'lstm') -> Dict[str, Any]:
+  """Keras ``Bidirectional(LSTM|GRU).get_weights()`` (the forward layer's arrays,
+  then the backward layer's) -> our ``Bidirectional`` params ``{'forward', 'backward'}``."""
+  if cell not in _FROM_KERAS:
+    raise ValueError(f'cell={cell!r}; expected one of {sorted(_FROM_KERAS)}')
+  if not isinstance(weights, (list, tuple)) or len(weights) % 2:
+    raise ValueError('Keras Bidirectional weights must be a list: the forward layer\'s '
+                     'arrays then the backward layer\'s (an even number); got '
+                     f'{len(weights) if isinstance(weights, (list, tuple)) else weights!r:.40}')
+  half = len(weights) // 2
+  return {'forward': _FROM_KERAS[cell](list(weights[:half])),
+          'backward': _FROM_KERAS[cell](list(weights[half:]))}
+
+
+def bidirectional_to_keras(params: Mapping[str, Any], cell: str = 'lstm') -> List[np.ndarray]:
+  """Our ``Bidirectional`` params -> Keras ``Bidirectional.set_weights`` arrays."""
+  if cell not in _TO_KERAS:
+    raise ValueError(f'cell={cell!r}; expected one of {sorted(_TO_KERAS)}')
+  if not isinstance(params, Mapping) or set(params) != {'forward', 'backward'}:
+    keys = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+    raise ValueError(f'Bidirectional params must have keys [\'backward\', \'forward\']; '
+                     f'got {keys}')
+  return _TO_KERAS[cell](params['forward']) + _TO_KERAS[cell](params['backward'])
+
+
 # --- carries -------------------------------------------------------------------------
 
 
@@ -630,14 +680,18 @@ class KerasImport:
 
   def predict(self, inputs):
     """What Keras' ``model.predict(inputs)`` returns: the head's activation applied."""
-    import jax  # pylint: disable=g-import-not-at-top
-    outputs = self.model.apply(self.variables, inputs)
     if self.activation is None:
       raise ValueError('the head\'s activation is unknown (a .weights.h5 has no config): '
                        "pass activation='softmax' / 'sigmoid' / 'linear' to load_keras, or "
                        'use model.apply(variables, inputs) for raw outputs')
-    return {'softmax': jax.nn.softmax, 'sigmoid': jax.nn.sigmoid,
-            'linear': lambda x: x}[self.activation](outputs)
+    return _predict(self.model, self.activation, self.variables, inputs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _predict(model, activation, variables, inputs):
+  outputs = model.apply(variables, inputs)
+  return {'softmax': jax.nn.softmax, 'sigmoid': jax.nn.sigmoid,
+          'linear': lambda x: x}[activation](outputs)
 
 
 _SUPPORTED = "LSTM, Dense, and TimeDistributed Conv2D / MaxPooling2D / Flatten"
