@@ -768,7 +768,8 @@ def load_keras(path, activation: Optional[str] = None,
   return_sequences, conv strides and padding, pool size) and gives the head's
   activation; a bare ``.weights.h5`` has no config, so it is assumed to be
   such a model with Keras' defaults, the activation is ``activation`` (or
-  unknown) and the pool is ``pool_size`` (default 2).
+  unknown) and the pool is ``pool_size`` (default 2).  A compiled model's
+  optimizer state in the file is not read.
   """
   from lstm_flax import models  # pylint: disable=g-import-not-at-top
   h5, config = _open_keras_file(path)
@@ -787,7 +788,9 @@ def load_keras(path, activation: Optional[str] = None,
   by_class = {}
   for group, arrays in weights.items():
     parts = group.split('/')
-    if len(parts) < 2 or parts[0] != 'layers':
+    if parts[0] != 'layers':
+      continue  # the optimizer's state (a compiled model's file), not the model
+    if len(parts) < 2:
       raise ValueError(f'{path}: weights at {group!r} are not a layer\'s ({_SUPPORTED})')
     cls, index = _layer_name_key(parts[1])
     by_class.setdefault(cls, []).append((index, '/'.join(parts[2:]), group, arrays))

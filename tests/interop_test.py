@@ -6,9 +6,11 @@ skipped, with that reason, without it.  Each parity check prints its largest
 absolute difference (``pytest -s`` shows them).
 """
 
+import contextlib
+import importlib.util
+import io
 import os
 import re
-import subprocess
 import sys
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
@@ -573,3 +575,63 @@ def test_keras_file_with_a_layer_we_do_not_have_is_refused(tmp_path):
   model.save_weights(tmp_path / 'gru.weights.h5')
   with pytest.raises(ValueError, match=r"layers \['gru'\] are not part of our models"):
     interop.load_keras(tmp_path / 'gru.weights.h5')
+
+
+# --- the README's section runs as written -----------------------------------------
+
+
+def _readme_snippets():
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    text = f.read()
+  section = text.split('## Bring your Keras or PyTorch LSTM\n', 1)[1].split('\n## ', 1)[0]
+  snippets = re.findall(r'```python\n(.*?)```', section, re.S)
+  assert len(snippets) == 2, 'expected the Keras and the PyTorch snippet'
+  return snippets
+
+
+def _run_snippet(code):
+  namespace = {'__name__': '__readme__'}
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(compile(code, 'README.md', 'exec'), namespace)  # pylint: disable=exec-used
+  return namespace, out.getvalue()
+
+
+def test_readme_keras_snippet_runs(tmp_path, monkeypatch):
+  """examples/train_keras_echo.py makes echo.keras (a few updates: quick); the
+  README's snippet, run without Keras, reports the accuracy Keras itself gets."""
+  _keras()
+  spec = importlib.util.spec_from_file_location(
+      'train_keras_echo', os.path.join(ROOT, 'examples', 'train_keras_echo.py'))
+  example = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(example)
+  keras_model = example.train(str(tmp_path), steps=20)
+  assert (tmp_path / 'echo.keras').exists() and (tmp_path / 'echo.weights.h5').exists()
+  snippet = _readme_snippets()[0]
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setitem(sys.modules, 'keras', None)
+  namespace, printed = _run_snippet(snippet)
+  from configs import vanilla  # pylint: disable=g-import-not-at-top
+  from lstm_flax.models import make_model  # pylint: disable=g-import-not-at-top
+  assert namespace['imported'].model == make_model(vanilla.get_config().model, 10)
+  inputs, labels = namespace['inputs'], namespace['labels']
+  expected = keras_model.predict(np.asarray(inputs), verbose=0)
+  _close('README keras snippet predictions vs model.predict',
+         namespace['probabilities'], expected)
+  accuracy = float(re.search(r'accuracy (\S+)', printed).group(1))
+  assert accuracy == pytest.approx(float((expected.argmax(-1) == labels).mean()), abs=1e-3)
+  # The .weights.h5 variant in the snippet's comment.
+  weights_only = interop.load_keras('echo.weights.h5', activation='softmax')
+  _close('README keras snippet .weights.h5 variant', weights_only.predict(inputs), expected)
+
+
+def test_readme_torch_snippet_runs():
+  _torch()
+  namespace, printed = _run_snippet(_readme_snippets()[1])
+  diff = float(re.search(r'max abs diff (\S+)', printed).group(1))
+  assert diff <= ATOL, printed
+  print(f'max abs diff README torch snippet: {diff:.3g}')
+  torch = sys.modules['torch']
+  with torch.no_grad():  # the exported state_dict, loaded back, computes the same
+    _close('README torch snippet, reloaded net', namespace['net'](namespace['x']).numpy(),
+           namespace['ours'])
