@@ -699,7 +699,9 @@ _SUPPORTED = "LSTM, Dense, and TimeDistributed Conv2D / MaxPooling2D / Flatten"
 
 def _check_keras_config(config, path):
   """Checks config.json describes a model we compute; -> (activation, pool_size)."""
-  layers = config.get('config', {}).get('layers') if isinstance(config, dict) else None
+  body = config.get('config') if isinstance(config, dict) else None
+  layers = body if isinstance(body, list) else (  # old Keras 2: a Sequential's config is its layers
+      body.get('layers') if isinstance(body, dict) else None)
   if not isinstance(layers, list):
     raise ValueError(f'{path}: config.json has no config.layers list (a Sequential or '
                      'Functional model)')
@@ -757,34 +759,37 @@ def _check_keras_config(config, path):
   return activation, pool_size
 
 
-def load_keras(path, activation: Optional[str] = None,
-               pool_size: Optional[int] = None) -> KerasImport:
-  """A Keras 3 ``.keras`` or ``.weights.h5`` file of a seed model -> our model and params.
+def _legacy_weights_group(h5):
+  """The group of a legacy (Keras 2 / tf.keras) HDF5 file holding ``layer_names``, or None."""
+  if 'layer_names' in h5.attrs:
+    return h5  # model.save_weights('x.h5')
+  if 'model_weights' in h5 and 'layer_names' in h5['model_weights'].attrs:
+    return h5['model_weights']  # model.save('x.h5')
+  return None
 
-  Reads with zipfile and h5py only (Keras is not imported).  The model is
-  ``StackedLSTM(layer_sizes, num_outputs)`` for LSTM(s) -> Dense, or
-  ``CNNLSTM`` with a TimeDistributed Conv2D -> MaxPooling2D -> Flatten in
-  front.  A ``.keras`` file's config.json is checked (activations,
-  return_sequences, conv strides and padding, pool size) and gives the head's
-  activation; a bare ``.weights.h5`` has no config, so it is assumed to be
-  such a model with Keras' defaults, the activation is ``activation`` (or
-  unknown) and the pool is ``pool_size`` (default 2).  A compiled model's
-  optimizer state in the file is not read.
-  """
-  from lstm_flax import models  # pylint: disable=g-import-not-at-top
-  h5, config = _open_keras_file(path)
-  with h5:
-    weights = _weights_of(h5)
-  config_activation, config_pool = (None, None) if config is None else _check_keras_config(
-      config, path)
-  if activation is not None and config_activation not in (None, activation):
-    raise ValueError(f'activation={activation!r}, but {path} says its Dense head uses '
-                     f'{config_activation!r}')
-  activation = activation or config_activation
-  if pool_size is not None and config_pool not in (None, pool_size):
-    raise ValueError(f'pool_size={pool_size!r}, but {path} says {config_pool!r}')
-  pool_size = pool_size or config_pool or 2
 
+def _text(value):
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _legacy_layers(group, path) -> List[Tuple[str, List[np.ndarray]]]:
+  """[(layer name, arrays)] in model order, layers with weights only."""
+  layers = []
+  for name in (_text(n) for n in group.attrs['layer_names']):
+    if name not in group:
+      raise ValueError(f'{path}: layer_names lists {name!r}, but the file has no such group')
+    weight_names = [_text(w) for w in group[name].attrs.get('weight_names', [])]
+    missing = [w for w in weight_names if w not in group[name]]
+    if missing:
+      raise ValueError(f'{path}: layer {name!r} lists weights {missing} it does not hold')
+    if weight_names:
+      layers.append((name, [np.asarray(group[name][w], np.float32) for w in weight_names]))
+  return layers
+
+
+def _keras3_layers(weights, path) -> List[Tuple[str, List[np.ndarray]]]:
+  """[(layer path, arrays)] of a Keras 3 file in our models' order: the
+  TimeDistributed conv, the LSTMs (Keras numbers them in model order), the Dense."""
   by_class = {}
   for group, arrays in weights.items():
     parts = group.split('/')
@@ -793,44 +798,90 @@ def load_keras(path, activation: Optional[str] = None,
     if len(parts) < 2:
       raise ValueError(f'{path}: weights at {group!r} are not a layer\'s ({_SUPPORTED})')
     cls, index = _layer_name_key(parts[1])
-    by_class.setdefault(cls, []).append((index, '/'.join(parts[2:]), group, arrays))
+    by_class.setdefault(cls, []).append((index, group, arrays))
   unknown = sorted(set(by_class) - {'lstm', 'dense', 'time_distributed'})
   if unknown:
     raise ValueError(f'{path}: layers {unknown} are not part of our models ({_SUPPORTED})')
-  lstms = sorted(by_class.get('lstm', []))
-  denses = by_class.get('dense', [])
-  if not lstms or len(denses) != 1:
-    raise ValueError(f'{path}: expected one or more LSTM layers and one Dense head; found '
-                     f'{len(lstms)} LSTM and {len(denses)} Dense with weights')
-  layers = []
-  for _, sub, group, arrays in lstms:
-    if sub != 'cell':
+  for _, group, _ in by_class.get('lstm', []):
+    if not group.endswith('/cell'):
       raise ValueError(f'{path}: LSTM weights at {group!r}; expected layers/lstm*/cell')
-    layers.append(lstm_from_keras(arrays))
-  dense = dense_from_keras(denses[0][3])
-  convs = by_class.get('time_distributed', [])
-  if len(convs) > 1:
-    raise ValueError(f'{path}: {len(convs)} TimeDistributed layers with weights; our '
-                     'CNN-LSTM has one Conv2D')
+  return [(group, arrays) for cls in ('time_distributed', 'lstm', 'dense')
+          for _, group, arrays in sorted(by_class.get(cls, []), key=lambda e: e[0])]
+
+
+def _kind_of(arrays) -> str:
+  """'conv', 'lstm' or 'dense' from a layer's arrays, '?' if none fits."""
+  shapes = [a.shape for a in arrays]
+  if len(shapes) == 2 and len(shapes[0]) == 4:
+    return 'conv'
+  if (len(shapes) in (2, 3) and len(shapes[0]) == 2 and len(shapes[1]) == 2
+      and shapes[1][1] == 4 * shapes[1][0]):
+    return 'lstm'
+  if len(shapes) in (1, 2) and len(shapes[0]) == 2 and all(len(s) == 1 for s in shapes[1:]):
+    return 'dense'
+  return '?'
+
+
+def load_keras(path, activation: Optional[str] = None,
+               pool_size: Optional[int] = None) -> KerasImport:
+  """A Keras file of a seed model -> our model and params.
+
+  Files: Keras 3 ``.keras`` (zip) and ``.weights.h5``, and the legacy HDF5
+  that Keras 2 / tf.keras ``model.save('x.h5')`` / ``save_weights('x.h5')``
+  wrote (``layer_names`` and ``weight_names`` attributes; Keras 3 still writes
+  it for ``model.save('x.h5')``).  Read with zipfile and h5py only (Keras is
+  not imported).  The model is ``StackedLSTM(layer_sizes, num_outputs)`` for
+  LSTM(s) -> Dense, or ``CNNLSTM`` with a TimeDistributed Conv2D ->
+  MaxPooling2D -> Flatten in front.  A model config (a ``.keras``' config.json,
+  a legacy model file's ``model_config``) is checked -- layer order,
+  activations (an old Keras' ``hard_sigmoid`` is refused: ours is sigmoid),
+  return_sequences, conv strides and padding, pool size -- and gives the head's
+  activation; a weights-only file has none, so it is assumed to be such a model
+  with Keras' defaults, the activation is ``activation`` (or unknown) and the
+  pool is ``pool_size`` (default 2).  A compiled model's optimizer state in the
+  file is not read.
+  """
+  from lstm_flax import models  # pylint: disable=g-import-not-at-top
+  h5, config = _open_keras_file(path)
+  with h5:
+    legacy = _legacy_weights_group(h5)
+    if legacy is not None and config is None and 'model_config' in h5.attrs:
+      config = json.loads(_text(h5.attrs['model_config']))
+    config_activation, config_pool = (None, None) if config is None else (
+        _check_keras_config(config, path))
+    if legacy is not None:
+      layers = _legacy_layers(legacy, path)
+    else:
+      layers = _keras3_layers(_weights_of(h5), path)
+  if activation is not None and config_activation not in (None, activation):
+    raise ValueError(f'activation={activation!r}, but {path} says its Dense head uses '
+                     f'{config_activation!r}')
+  activation = activation or config_activation
+  if pool_size is not None and config_pool not in (None, pool_size):
+    raise ValueError(f'pool_size={pool_size!r}, but {path} says {config_pool!r}')
+  pool_size = pool_size or config_pool or 2
+
+  kinds = ' '.join(_kind_of(arrays) for _, arrays in layers)
+  if not re.fullmatch(r'(conv )?(lstm )+dense', kinds):
+    described = ', '.join(f'{name} {[a.shape for a in arrays]}' for name, arrays in layers)
+    raise ValueError(f'{path}: the layers with weights are [{described}]; our models have '
+                     'an optional Conv2D (kernel, bias), one or more LSTMs (kernel, '
+                     'recurrent_kernel, bias) and a Dense head (kernel, bias), in that order')
+  lstms = [lstm_from_keras(arrays) for name, arrays in layers if _kind_of(arrays) == 'lstm']
+  dense = dense_from_keras(layers[-1][1])
   num_outputs = dense['kernel'].shape[1]
-  sizes = tuple(p['recurrent_kernel'].shape[0] for p in layers)
-  if not convs:
-    params = stacked_lstm_params(layers, dense)
+  sizes = tuple(p['recurrent_kernel'].shape[0] for p in lstms)
+  if not kinds.startswith('conv'):
+    params = stacked_lstm_params(lstms, dense)
     model = models.StackedLSTM(layer_sizes=sizes, num_outputs=num_outputs)
   else:
-    _, _, group, arrays = convs[0]
-    if len(arrays) != 2:
-      raise ValueError(f'{path}: {group} holds {len(arrays)} arrays; expected a Conv2D '
-                       'kernel and bias')
-    kernel, bias = arrays
-    _check_shape(f'{group}/vars/0 (Conv2D kernel)', kernel, (None, None, None, None),
-                 '(kh, kw, channels, filters)')
+    name, (kernel, bias) = layers[0]
     if kernel.shape[0] != kernel.shape[1]:
-      raise ValueError(f'{group}/vars/0 (Conv2D kernel) has shape {kernel.shape}; ours '
-                       'is square')
-    _check_shape(f'{group}/vars/1 (Conv2D bias)', bias, (kernel.shape[3],))
+      raise ValueError(f'{path}: {name} (Conv2D) kernel has shape {kernel.shape}; ours is '
+                       'square (k, k, channels, filters)')
+    _check_shape(f'{path}: {name} (Conv2D) bias', bias, (kernel.shape[3],))
     params = {'encoder': {'kernel': kernel, 'bias': bias},
-              'rnn': stacked_lstm_params(layers, dense)}
+              'rnn': stacked_lstm_params(lstms, dense)}
     model = models.CNNLSTM(layer_sizes=sizes, num_outputs=num_outputs,
                            conv_features=kernel.shape[3], kernel_size=kernel.shape[0],
                            pool_size=pool_size)

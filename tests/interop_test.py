@@ -542,22 +542,24 @@ def _seed_keras_model(keras, name):
   return model, shape
 
 
-@pytest.mark.parametrize('name', ['vanilla', 'stacked', 'cnn_lstm'])
+@pytest.mark.parametrize('name', ['stacked', 'cnn_lstm'])
 def test_keras_seed_model_files_load_without_keras(name, tmp_path, monkeypatch):
   """A Keras seed model saved as .keras and .weights.h5, read back with our
-  reader while `import keras` and `import torch` fail: same predictions."""
+  reader while `import keras` and `import torch` fail: same predictions.
+  (The vanilla model: test_readme_keras_snippet_runs, trained and compiled.)"""
   keras = _keras()
   model, shape = _seed_keras_model(keras, name)
   x = np.random.default_rng(13).uniform(0, 1, (4,) + shape).astype(np.float32)
   expected = model.predict(x, verbose=0)
   model.save(tmp_path / 'model.keras')
   model.save_weights(tmp_path / 'model.weights.h5')
+  model.save(tmp_path / 'legacy.h5')  # Keras 2's HDF5 layout, with its model config
   monkeypatch.setitem(sys.modules, 'keras', None)  # `import keras` raises ImportError
   monkeypatch.setitem(sys.modules, 'torch', None)
   activation = {'vanilla': 'softmax', 'stacked': 'linear', 'cnn_lstm': 'sigmoid'}[name]
-  for filename in ('model.keras', 'model.weights.h5'):
+  for filename in ('model.keras', 'model.weights.h5', 'legacy.h5'):
     imported = interop.load_keras(tmp_path / filename,
-                                  activation=None if filename.endswith('.keras') else activation)
+                                  activation=activation if 'weights' in filename else None)
     assert imported.activation == activation
     assert type(imported.model).__name__ == ('CNNLSTM' if name == 'cnn_lstm' else 'StackedLSTM')
     want = jax.eval_shape(imported.model.init, jax.random.key(0), jnp.zeros((1,) + shape))
@@ -575,6 +577,18 @@ def test_keras_file_with_a_layer_we_do_not_have_is_refused(tmp_path):
   model.save_weights(tmp_path / 'gru.weights.h5')
   with pytest.raises(ValueError, match=r"layers \['gru'\] are not part of our models"):
     interop.load_keras(tmp_path / 'gru.weights.h5')
+
+
+def test_keras_file_with_hard_sigmoid_is_refused(tmp_path):
+  """Keras before 2.3 defaulted to recurrent_activation='hard_sigmoid'; ours is sigmoid."""
+  keras = _keras()
+  model = keras.Sequential([keras.Input((5, 10)),
+                            keras.layers.LSTM(4, recurrent_activation='hard_sigmoid'),
+                            keras.layers.Dense(10, activation='softmax')])
+  model.save(tmp_path / 'old.h5')
+  with pytest.raises(ValueError, match=r"recurrent_activation='hard_sigmoid'; our model "
+                                       r"computes 'sigmoid'"):
+    interop.load_keras(tmp_path / 'old.h5')
 
 
 # --- the README's section runs as written -----------------------------------------
@@ -605,7 +619,7 @@ def test_readme_keras_snippet_runs(tmp_path, monkeypatch):
       'train_keras_echo', os.path.join(ROOT, 'examples', 'train_keras_echo.py'))
   example = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(example)
-  keras_model = example.train(str(tmp_path), steps=20)
+  keras_model = example.train(str(tmp_path), steps=2, batch_size=8)
   assert (tmp_path / 'echo.keras').exists() and (tmp_path / 'echo.weights.h5').exists()
   snippet = _readme_snippets()[0]
   monkeypatch.chdir(tmp_path)
@@ -613,7 +627,11 @@ def test_readme_keras_snippet_runs(tmp_path, monkeypatch):
   namespace, printed = _run_snippet(snippet)
   from configs import vanilla  # pylint: disable=g-import-not-at-top
   from lstm_flax.models import make_model  # pylint: disable=g-import-not-at-top
-  assert namespace['imported'].model == make_model(vanilla.get_config().model, 10)
+  imported = namespace['imported']
+  assert imported.model == make_model(vanilla.get_config().model, 10)
+  want = jax.eval_shape(imported.model.init, jax.random.key(0), jnp.zeros((1, 5, 10)))
+  assert (jax.tree_util.tree_map(lambda a: a.shape, imported.variables) ==
+          jax.tree_util.tree_map(lambda a: a.shape, want))
   inputs, labels = namespace['inputs'], namespace['labels']
   expected = keras_model.predict(np.asarray(inputs), verbose=0)
   _close('README keras snippet predictions vs model.predict',
