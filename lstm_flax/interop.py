@@ -70,15 +70,17 @@ direction``; its GRU returns ``h_n`` alone.  Flax's own cells
 Keras files
 -----------
 :func:`load_keras` reads a Keras 3 ``.keras`` archive (a zip holding
-``config.json`` and ``model.weights.h5``) or a bare ``.weights.h5`` of one of
-the seed models -- LSTM(25) -> Dense(10) (echo), LSTM(20, return_sequences) ->
+``config.json`` and ``model.weights.h5``), a bare ``.weights.h5``, or a legacy
+Keras 2 / tf.keras HDF5 (``model.save('x.h5')``) of one of the seed models -- LSTM(25) -> Dense(10) (echo), LSTM(20, return_sequences) ->
 LSTM(20) -> Dense(5) (damped sine), TimeDistributed(Conv2D(2, (2, 2), relu)) ->
 TimeDistributed(MaxPooling2D) -> TimeDistributed(Flatten) -> LSTM(H) ->
 Dense(1, sigmoid) (moving line) -- into our ``StackedLSTM`` / ``CNNLSTM`` and
 its parameters.  Keras 3 stores a layer's weights at ``layers/<class>[_n]``
 (snake-case class name, numbered in model order: ``lstm``, ``lstm_1``, ...)
 as datasets ``vars/0``, ``vars/1``, ...; recurrent layers keep theirs under
-``cell/vars``, TimeDistributed under ``layer/vars``.
+``cell/vars``, TimeDistributed under ``layer/vars``.  Legacy files list the
+layers in model order (attribute ``layer_names``) and each layer's datasets
+(``weight_names``).
 """
 
 import dataclasses
@@ -631,14 +633,19 @@ def _open_keras_file(path):
 
 
 def read_keras_weights(path) -> Dict[str, List[np.ndarray]]:
-  """Every weighted object in a Keras 3 ``.keras`` / ``.weights.h5`` file.
+  """Every weighted object in a Keras file, as float32 numpy; needs h5py, not Keras.
 
-  Returns ``{group path: [vars/0, vars/1, ...]}`` as float32 numpy, e.g.
-  ``{'layers/lstm/cell': [kernel, recurrent_kernel, bias], 'layers/dense':
-  [kernel, bias]}``.  Needs h5py, not Keras.
+  Keras 3 ``.keras`` / ``.weights.h5``: ``{group path: [vars/0, vars/1, ...]}``,
+  e.g. ``{'layers/lstm/cell': [kernel, recurrent_kernel, bias], 'layers/dense':
+  [kernel, bias]}`` (a compiled model's file also has ``optimizer``).  Legacy
+  HDF5 (Keras 2 / tf.keras): ``{layer name: [arrays in weight_names order]}``
+  in model order.  Each list is what the layer's ``get_weights()`` returns.
   """
   h5, _ = _open_keras_file(path)
   with h5:
+    legacy = _legacy_weights_group(h5)
+    if legacy is not None:
+      return dict(_legacy_layers(legacy, path))
     return _weights_of(h5)
 
 
@@ -694,6 +701,7 @@ def _predict(model, activation, variables, inputs):
           'linear': lambda x: x}[activation](outputs)
 
 
+_ACTIVATIONS = ('softmax', 'sigmoid', 'linear')
 _SUPPORTED = "LSTM, Dense, and TimeDistributed Conv2D / MaxPooling2D / Flatten"
 
 
@@ -713,9 +721,10 @@ def _check_keras_config(config, path):
     if isinstance(value, list):
       value = tuple(value)
     if value not in allowed:
+      wanted = (f'computes {allowed[0]!r}' if len(allowed) == 1 or allowed[1] is None
+                else f'supports {list(allowed)}')
       raise ValueError(f"{path}: layer {layer['config'].get('name')!r} "
-                       f"({layer['class_name']}) has {field}={value!r}; our model "
-                       f'computes {allowed[0]!r}')
+                       f"({layer['class_name']}) has {field}={value!r}; our model {wanted}")
 
   order = ' '.join(
       (l['config']['layer']['class_name'] if l.get('class_name') == 'TimeDistributed'
@@ -842,6 +851,8 @@ def load_keras(path, activation: Optional[str] = None,
   file is not read.
   """
   from lstm_flax import models  # pylint: disable=g-import-not-at-top
+  if activation not in (None,) + _ACTIVATIONS:
+    raise ValueError(f'activation={activation!r}; expected one of {_ACTIVATIONS}')
   h5, config = _open_keras_file(path)
   with h5:
     legacy = _legacy_weights_group(h5)
