@@ -315,16 +315,16 @@ def _torch_rnn_layers(state_dict: Mapping[str, Any], prefix: str, gates: int, ki
       raise ValueError(f'{key!r}: nn.{kind}(proj_size > 0) projects h; our layer has no '
                        'projection, so it cannot be converted')
     found.setdefault((int(m.group(2)), m.group(3) or ''), {})[m.group(1)] = value
+  guesses = sorted({k[:-len('weight_ih_l0')] for k in state_dict
+                    if k.endswith('weight_ih_l0')} - {prefix})
+  guess = f'; did you mean prefix={guesses[0]!r}?' if guesses else ''
   if unexpected:
     raise ValueError(f'state_dict keys {unexpected[:6]} are not nn.{kind} parameters '
                      f'(under prefix {prefix!r}); pass the prefix of the nn.{kind}, e.g. '
-                     f"prefix='lstm.' for keys 'lstm.weight_ih_l0'")
+                     f"prefix='lstm.' for keys 'lstm.weight_ih_l0'{guess}")
   if not found:
-    guesses = sorted({k[:-len('weight_ih_l0')] for k in state_dict
-                      if k.endswith('weight_ih_l0')})
     raise ValueError(f'state_dict has no nn.{kind} parameters under prefix {prefix!r} '
-                     f'(no {prefix}weight_ih_l0)'
-                     + (f'; did you mean prefix={guesses[0]!r}?' if guesses else ''))
+                     f'(no {prefix}weight_ih_l0){guess}')
   num_layers = 1 + max(layer for layer, _ in found)
   bidirectional = any(suffix for _, suffix in found)
   suffixes = ('', '_reverse') if bidirectional else ('',)
@@ -410,6 +410,7 @@ def _layers_for_torch(layers, check, kind):
     else:
       checked.append({'forward': check(layer, f'layer {k}')})
   hidden = checked[0]['forward']['recurrent_kernel'].shape[0]
+  features = checked[0]['forward']['kernel'].shape[0]
   directions = len(checked[0])
   for k, layer in enumerate(checked):
     for d, p in layer.items():
@@ -417,6 +418,9 @@ def _layers_for_torch(layers, check, kind):
       if h != hidden:
         raise ValueError(f'nn.{kind} needs every layer to have the same hidden size; '
                          f'layer 0 has {hidden}, layer {k} {d} has {h}')
+      if k == 0 and p['kernel'].shape[0] != features:
+        raise ValueError(f'layer 0 {d} kernel has shape {p["kernel"].shape}; both '
+                         f'directions read the same {features} input features')
       if k > 0 and p['kernel'].shape[0] != hidden * directions:
         raise ValueError(f'layer {k} {d} kernel has shape {p["kernel"].shape}; nn.{kind} '
                          f'feeds layer {k} the previous layer\'s {hidden * directions} '
