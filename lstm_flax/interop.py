@@ -80,7 +80,10 @@ its parameters.  Keras 3 stores a layer's weights at ``layers/<class>[_n]``
 as datasets ``vars/0``, ``vars/1``, ...; recurrent layers keep theirs under
 ``cell/vars``, TimeDistributed under ``layer/vars``.  Legacy files list the
 layers in model order (attribute ``layer_names``) and each layer's datasets
-(``weight_names``).
+(``weight_names``).  The other way, :func:`save_keras_weights` writes our
+``StackedLSTM`` / ``CNNLSTM`` params as a Keras 3 ``.weights.h5`` that the
+matching Keras model's ``load_weights`` reads, and :func:`keras_weights` gives
+its ``set_weights`` list.
 """
 
 import dataclasses
@@ -901,3 +904,60 @@ def load_keras(path, activation: Optional[str] = None,
                            conv_features=kernel.shape[3], kernel_size=kernel.shape[0],
                            pool_size=pool_size)
   return KerasImport(model=model, variables={'params': params}, activation=activation)
+
+
+# --- our models -> Keras ---------------------------------------------------------------
+
+
+def _keras_layer_groups(params) -> List[Tuple[str, List[np.ndarray]]]:
+  """Our StackedLSTM / CNNLSTM params -> [(Keras 3 weights-file group, arrays)] in model order."""
+  if isinstance(params, Mapping) and set(params) == {'params'}:
+    params = params['params']
+  if not isinstance(params, Mapping):
+    raise ValueError(f'expected StackedLSTM or CNNLSTM params (a dict); got '
+                     f'{type(params).__name__}')
+  groups = []
+  if 'encoder' in params or 'rnn' in params:
+    if set(params) != {'encoder', 'rnn'}:
+      raise ValueError(f'CNNLSTM params have keys {sorted(params)}; expected [\'encoder\', '
+                       "'rnn']")
+    encoder = params['encoder']
+    if not isinstance(encoder, Mapping) or set(encoder) != {'kernel', 'bias'}:
+      raise ValueError("CNNLSTM params['encoder'] must have keys ['bias', 'kernel']")
+    kernel, bias = to_numpy(encoder['kernel']), to_numpy(encoder['bias'])
+    _check_shape("CNNLSTM params['encoder']: kernel", kernel, (None, None, None, None),
+                 '(k, k, channels, filters)')
+    _check_shape("CNNLSTM params['encoder']: bias", bias, (kernel.shape[3],))
+    groups.append(('layers/time_distributed/layer', [kernel, bias]))
+    params = params['rnn']
+  layers, dense = stacked_lstm_layers(params)
+  if dense is None:
+    raise ValueError('StackedLSTM params have no dense head; the Keras seed models end in '
+                     'a Dense layer')
+  for i, layer in enumerate(layers):
+    groups.append((f'layers/lstm{"" if i == 0 else f"_{i}"}/cell', lstm_to_keras(layer)))
+  groups.append(('layers/dense', dense_to_keras(dense)))
+  return groups
+
+
+def keras_weights(params) -> List[np.ndarray]:
+  """Our ``StackedLSTM`` / ``CNNLSTM`` params -> the matching Keras seed model's
+  ``get_weights()`` list (Conv2D kernel and bias; each LSTM's kernel,
+  recurrent_kernel, bias; the Dense kernel and bias), for ``set_weights``."""
+  return [a for _, arrays in _keras_layer_groups(params) for a in arrays]
+
+
+def save_keras_weights(path, params) -> None:
+  """Writes our ``StackedLSTM`` / ``CNNLSTM`` params as a Keras 3 ``.weights.h5``
+  (with h5py; Keras not needed) that ``keras_model.load_weights(path)`` loads
+  into the matching Keras Sequential seed model (see :func:`load_keras`)."""
+  if not str(path).endswith('.weights.h5'):
+    raise ValueError(f'{path}: Keras 3 loads weights only from a file named *.weights.h5')
+  import h5py  # pylint: disable=g-import-not-at-top
+  groups = _keras_layer_groups(params)
+  with h5py.File(path, 'w') as h5:
+    for group, arrays in groups:
+      target = h5.create_group(group).create_group('vars')
+      for i, array in enumerate(arrays):
+        target[str(i)] = array
+

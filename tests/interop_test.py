@@ -365,6 +365,11 @@ def _lstm_sd(**changes):
         [_random_lstm_params(np.random.default_rng(0), 3, 4),
          _random_lstm_params(np.random.default_rng(0), 5, 4)]),
      r"input width must be layer 0's units, 4"),
+    (lambda: interop.save_keras_weights('model.h5', {}),
+     r'Keras 3 loads weights only from a file named \*.weights.h5'),
+    (lambda: interop.keras_weights(
+        interop.stacked_lstm_params([_random_lstm_params(np.random.default_rng(0), 3, 4)])),
+     r'no dense head'),
 ])
 def test_conversion_errors_say_what_was_expected(call, message):
   with pytest.raises(ValueError, match=message):
@@ -566,6 +571,18 @@ def test_keras_seed_model_files_load_without_keras(name, tmp_path, monkeypatch):
     assert (jax.tree_util.tree_map(lambda a: a.shape, imported.variables) ==
             jax.tree_util.tree_map(lambda a: a.shape, want))
     _close(f'keras {name} {filename} vs model.predict', imported.predict(x), expected)
+  # And back: other weights of ours, written without Keras, load into the Keras model.
+  ours = jax.tree_util.tree_map(lambda a: np.asarray(a) * 0.5 + 0.05, imported.variables)
+  interop.save_keras_weights(tmp_path / 'ours.weights.h5', ours)
+  assert interop.load_keras(tmp_path / 'ours.weights.h5').variables['params'].keys() == (
+      ours['params'].keys())
+  monkeypatch.undo()
+  model.load_weights(tmp_path / 'ours.weights.h5')
+  for keras_array, our_array in zip(model.get_weights(), interop.keras_weights(ours)):
+    np.testing.assert_array_equal(keras_array, our_array)
+  _close(f'ours -> keras {name} .weights.h5, predictions',
+         model.predict(x, verbose=0),
+         interop.KerasImport(imported.model, ours, activation).predict(x))
 
 
 def test_keras_file_with_a_layer_we_do_not_have_is_refused(tmp_path):
