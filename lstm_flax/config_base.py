@@ -22,7 +22,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lstm'            # 'lstm' (stacked LSTM + Dense) or 'cnn_lstm'
   c.model.layer_sizes = (25,)      # LSTM units per layer, input side first
-  c.model.unroll = 1               # time steps per iteration of the scan loop
+  c.model.unroll = 0               # time steps per iteration of the scan loop;
+                                   # 0: auto (all of them for T <= 8, else 1)
+  c.model.input_projection = 'auto'  # x @ kernel: 'hoisted' before the scan,
+                                   # 'in_scan' per step, 'auto': hoisted if
+                                   # F > H or T <= 8 (lstm.hoist_input_projection)
   c.model.dtype = 'float32'        # matmul dtype: 'float32' or 'bfloat16'
 
   c.optimizer = ml_collections.ConfigDict()

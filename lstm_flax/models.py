@@ -29,8 +29,9 @@ class StackedLSTM(nn.Module):
 
   layer_sizes: Sequence[int]
   num_outputs: int
-  unroll: int = 1
+  unroll: int = 0                   # 0: auto (see lstm.LSTM)
   dtype: Optional[Any] = None
+  input_projection: str = 'auto'    # 'auto', 'hoisted' or 'in_scan'
 
   @nn.compact
   def __call__(self, inputs):
@@ -38,7 +39,8 @@ class StackedLSTM(nn.Module):
     last = len(self.layer_sizes) - 1
     for i, units in enumerate(self.layer_sizes):
       x = LSTM(units, return_sequences=i < last, unroll=self.unroll,
-               dtype=self.dtype, name=f'lstm_{i}')(x)
+               dtype=self.dtype, input_projection=self.input_projection,
+               name=f'lstm_{i}')(x)
     return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                     name='dense')(x)
 
@@ -101,8 +103,9 @@ class CNNLSTM(nn.Module):
   kernel_size: int = 2
   pool_size: int = 2
   encoder_implementation: str = 'shifted_adds'
-  unroll: int = 1
+  unroll: int = 0
   dtype: Optional[Any] = None
+  input_projection: str = 'auto'
 
   @nn.compact
   def __call__(self, frames):
@@ -112,7 +115,7 @@ class CNNLSTM(nn.Module):
     x = encoder(self.conv_features, self.kernel_size, self.pool_size,
                 self.encoder_implementation, name='encoder')(frames)
     return StackedLSTM(self.layer_sizes, self.num_outputs, self.unroll,
-                       self.dtype, name='rnn')(x)
+                       self.dtype, self.input_projection, name='rnn')(x)
 
 
 def check_model_config(model_config, task_config, input_kind):
@@ -136,7 +139,9 @@ def check_model_config(model_config, task_config, input_kind):
               for u in sizes)):
     v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
             'must be a non-empty tuple of positive integers, e.g. (20, 20)')
-  v.integer('model.unroll', options.get('unroll', 1), 1)
+  v.integer('model.unroll', options.get('unroll', 0), 0)
+  v.choice('model.input_projection', options.get('input_projection', 'auto'),
+           ('auto', 'hoisted', 'in_scan'))
   v.choice('model.dtype', options.get('dtype', 'float32'), ('float32', 'bfloat16'))
   if name == 'cnn_lstm':
     k, p = options.get('kernel_size', 2), options.get('pool_size', 2)

@@ -117,7 +117,9 @@ def make_optimizer(opt_config, total_steps: int) -> optax.GradientTransformation
   tx = optimizers[opt_config.name](schedule)
   if opt_config.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
-  return tx
+  # One flat vector instead of a pytree of small arrays: fewer ops per update
+  # (echo at batch 1 trains ~1.1x faster); the arithmetic is the same.
+  return optax.flatten(tx)
 
 
 def make_init(model: nn.Module, task: tasks.Task, tx, num_seeds: int = 1,

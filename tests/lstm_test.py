@@ -130,3 +130,49 @@ def test_bfloat16_matmuls_stay_close():
 def test_rejects_unbatched_input():
   with pytest.raises(ValueError, match=r'\(B, T, F\)'):
     LSTM(3).init(jax.random.key(0), jnp.zeros((5, 4)))
+
+
+@pytest.mark.parametrize('layer', ['lstm', 'gru'])
+@pytest.mark.parametrize('features', [1, 12])
+def test_input_projection_in_scan_equals_hoisted(layer, features):
+  """Both placements of ``x @ kernel`` give the same outputs, final carry and
+  gradients, with padding, reversal and dropout in play."""
+  from lstm_flax.lstm import GRU  # pylint: disable=g-import-not-at-top
+  cls = {'lstm': LSTM, 'gru': GRU}[layer]
+  x = jax.random.normal(jax.random.key(0), (3, 7, features))
+  lengths = jnp.array([7, 4, 1])
+  layers = {mode: cls(5, return_sequences=True, return_state=True,
+                      reverse=True, dropout=0.2, recurrent_dropout=0.3,
+                      input_projection=mode)
+            for mode in ('hoisted', 'in_scan')}
+  params = layers['hoisted'].init(jax.random.key(1), x, seq_lengths=lengths,
+                                  deterministic=True)
+
+  def run(mode, params):
+    return layers[mode].apply(params, x, seq_lengths=lengths,
+                              deterministic=False,
+                              rngs={'dropout': jax.random.key(2)})
+
+  def loss(params, mode):
+    outputs, carry = run(mode, params)
+    return (outputs ** 2).sum() + sum((c ** 2).sum()
+                                      for c in jax.tree_util.tree_leaves(carry))
+
+  for a, b in zip(jax.tree_util.tree_leaves(run('hoisted', params)),
+                  jax.tree_util.tree_leaves(run('in_scan', params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  grads = [jax.grad(loss)(params, mode) for mode in ('hoisted', 'in_scan')]
+  for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_input_projection_hoists_wide_inputs_and_short_sequences():
+  from lstm_flax.lstm import hoist_input_projection  # pylint: disable=g-import-not-at-top
+  assert hoist_input_projection('auto', 1152, 70, 50)   # wide inputs
+  assert hoist_input_projection('auto', 10, 25, 5)      # short sequences
+  assert not hoist_input_projection('auto', 1, 20, 50)
+  assert not hoist_input_projection('auto', 20, 20, 50)
+  assert hoist_input_projection('hoisted', 1, 20, 50)
+  assert not hoist_input_projection('in_scan', 1152, 70, 50)
+  with pytest.raises(ValueError, match="input_projection='fused'"):
+    hoist_input_projection('fused', 3, 3, 3)
