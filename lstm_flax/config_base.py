@@ -26,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
                                    # 0: auto (all of them for T <= 8, else 1)
   c.model.input_projection = 'auto'  # x @ kernel: 'hoisted' before the scan,
                                    # 'in_scan' per step, 'auto': hoisted if
-                                   # F > H or T <= 8 (lstm.hoist_input_projection)
+                                   # F > H or B*T <= 64 (lstm.hoist_input_projection)
   c.model.dtype = 'float32'        # matmul dtype: 'float32' or 'bfloat16'
 
   c.optimizer = ml_collections.ConfigDict()

@@ -159,19 +159,19 @@ class _ProjectInScan(nn.Module):
                                                 tuple(weights))
 
 
-def hoist_input_projection(mode: str, features: int, units: int,
-                           steps: int) -> bool:
+def hoist_input_projection(mode: str, batch: int, steps: int, features: int,
+                           units: int) -> bool:
   """Whether the input projection runs once for all steps, before the scan.
 
   ``'auto'`` (measured on a 2-core CPU, training steps/s) hoists it when
   inputs are wider than the state (F > H: CNN-LSTM, F=1152, 1.4x faster) or
-  the sequence is short enough to unroll (T <= 8: echo at batch 1, 1.6x
-  faster); otherwise each step projects its own input, which avoids writing
-  and re-reading a (B, T, 4H) array and its gradient (damped sine, F=1 and
-  F=H=20: 1.3x faster at batch 32, 1.8x at batch 256).
+  the whole batch is tiny (B*T <= 64: echo at batch 1, 1.2x faster); otherwise
+  each step projects its own input, which avoids writing and re-reading a
+  (B, T, 4H) array and its gradient (damped sine, F=1 and F=H=20: 1.3x faster
+  at batch 32, 1.8x at batch 256; echo at batch 256: 1.3x).
   """
   if mode == 'auto':
-    return features > units or steps <= 8
+    return features > units or batch * steps <= 64
   if mode not in ('hoisted', 'in_scan'):
     raise ValueError(f"input_projection={mode!r}: must be 'auto', 'hoisted' "
                      f"or 'in_scan'")
@@ -229,8 +229,8 @@ class _Recurrent(nn.Module):
     if input_mask is not None:
       self.sow('intermediates', 'input_dropout_mask', input_mask)
       inputs = inputs * input_mask[:, None, :]
-    hoisted = hoist_input_projection(self.input_projection, features,
-                                     self.units, steps)
+    hoisted = hoist_input_projection(self.input_projection, batch, steps,
+                                     features, self.units)
     if hoisted:
       # All time steps' input projections in one (B*T, F) x (F, G) matmul.
       projected = jnp.einsum('btf,fg->btg', inputs.astype(dtype),

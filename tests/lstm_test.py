@@ -166,13 +166,14 @@ def test_input_projection_in_scan_equals_hoisted(layer, features):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_auto_input_projection_hoists_wide_inputs_and_short_sequences():
+def test_auto_input_projection_hoists_wide_inputs_and_tiny_batches():
   from lstm_flax.lstm import hoist_input_projection  # pylint: disable=g-import-not-at-top
-  assert hoist_input_projection('auto', 1152, 70, 50)   # wide inputs
-  assert hoist_input_projection('auto', 10, 25, 5)      # short sequences
-  assert not hoist_input_projection('auto', 1, 20, 50)
-  assert not hoist_input_projection('auto', 20, 20, 50)
-  assert hoist_input_projection('hoisted', 1, 20, 50)
-  assert not hoist_input_projection('in_scan', 1152, 70, 50)
+  assert hoist_input_projection('auto', 32, 50, 1152, 70)   # wide inputs
+  assert hoist_input_projection('auto', 1, 5, 10, 25)       # a tiny batch
+  assert not hoist_input_projection('auto', 32, 5, 10, 25)
+  assert not hoist_input_projection('auto', 256, 50, 1, 20)
+  assert not hoist_input_projection('auto', 32, 50, 20, 20)
+  assert hoist_input_projection('hoisted', 256, 50, 1, 20)
+  assert not hoist_input_projection('in_scan', 32, 50, 1152, 70)
   with pytest.raises(ValueError, match="input_projection='fused'"):
-    hoist_input_projection('fused', 3, 3, 3)
+    hoist_input_projection('fused', 3, 3, 3, 3)
