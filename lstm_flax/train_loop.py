@@ -376,6 +376,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       checkpoints.save(manager, state)  # the final state, written while we eval
 
     eval_metrics = evaluate_state(exp, state)
+    report = None
+    if exp.task.report is not None:  # e.g. generation by feedback, printouts
+      report_metrics, report = exp.task.report(
+          state.apply_fn, state.params,
+          run_keys(config.seed, config.eval.seed)[2], config.eval, workdir)
+      eval_metrics = {**eval_metrics, **report_metrics}
     metrics_file.write(json.dumps(
         {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
                        + '\n')
@@ -402,6 +408,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       'eval': {'num_examples': config.eval.num_examples, **eval_metrics},
       'platform': jax.devices()[0].platform,
   }
+  if report is not None:
+    results['report'] = report
   workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   return results
 
