@@ -234,8 +234,8 @@ def check_model_config(model_config, task_config, input_kind,
               len(sizes) - 1)
     if options.get('output_steps', 2) != output_steps:
       v._fail('model.output_steps', options.get('output_steps', 2),  # pylint: disable=protected-access
-              f'must equal the length of task {task_config.name!r}\'s '
-              f'targets, {output_steps}')
+              f'must equal the target length of task {task_config.name!r}, '
+              f'{output_steps}')
   if name == 'per_step':
     v.choice('model.merge_mode', options.get('merge_mode', 'concat'),
              MERGE_MODES)
