@@ -318,9 +318,10 @@ def _rectangles_report(mode):
         'completed_width_error': float(
             np.abs(completed[:, 2, 0] - true_corners[:, 1, 0]).mean()),
     }
-    details = {'generated_from_origin': np.round(alone[0], 4).tolist(),
-               'completed_examples': np.round(completed[:4], 4).tolist(),
-               'held_out_examples': np.round(true_corners[:4], 4).tolist()}
+    rounded = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()
+    details = {'generated_from_origin': rounded(alone[0]),
+               'completed_examples': rounded(completed[:4]),
+               'held_out_examples': rounded(true_corners[:4])}
     logging.info('rectangle generated from (0,0): %s',
                  ' -> '.join(f'({x:.3f},{y:.3f})' for x, y in alone[0]))
     k = eval_config.figure_examples
@@ -352,9 +353,9 @@ def rectangles_task(options):
       num_outputs=2,
       decode=lambda outputs: outputs,
       summarize=add_rmse,
-      describe=lambda x, y, p: {'input': np.round(x, 4).tolist(),
-                                'expected': np.round(y, 4).tolist(),
-                                'predicted': np.round(p, 4).tolist()},
+      describe=lambda x, y, p: {
+          name: np.round(np.asarray(a, np.float64), 4).tolist()
+          for name, a in (('input', x), ('expected', y), ('predicted', p))},
       output_kind='example' if o['mode'] == 'pairs' else 'per_step',
       report=_rectangles_report(o['mode']))
 
