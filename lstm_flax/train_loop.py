@@ -227,6 +227,19 @@ def evaluate_state(experiment: Experiment, state) -> Dict[str, float]:
   return experiment.task.summarize(metrics)
 
 
+def _evaluate_and_report(exp: Experiment, state, workdir: str):
+  """Eval metrics, plus those of the task's ``report`` (e.g. generation by
+  feeding predictions back) if it has one; and the report's details or None."""
+  metrics = evaluate_state(exp, state)
+  if exp.task.report is None:
+    return metrics, None
+  config = exp.config
+  report_metrics, details = exp.task.report(
+      state.apply_fn, state.params, run_keys(config.seed, config.eval.seed)[2],
+      config.eval, workdir)
+  return {**metrics, **report_metrics}, details
+
+
 class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss, a workdir of another run)."""
 
@@ -375,13 +388,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     if manager.latest_step() != step:
       checkpoints.save(manager, state)  # the final state, written while we eval
 
-    eval_metrics = evaluate_state(exp, state)
-    report = None
-    if exp.task.report is not None:  # e.g. generation by feedback, printouts
-      report_metrics, report = exp.task.report(
-          state.apply_fn, state.params,
-          run_keys(config.seed, config.eval.seed)[2], config.eval, workdir)
-      eval_metrics = {**eval_metrics, **report_metrics}
+    eval_metrics, report = _evaluate_and_report(exp, state, workdir)
     metrics_file.write(json.dumps(
         {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}})
                        + '\n')
@@ -436,10 +443,12 @@ def _restore_for_inference(config, workdir: str, program: str
 def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
   """Evaluates the latest checkpoint on fresh held-out data; writes eval.json."""
   exp, state = _restore_for_inference(config, workdir, 'eval')
-  metrics = evaluate_state(exp, state)
+  metrics, report = _evaluate_and_report(exp, state, workdir)
   result = {'config': config.name, 'task': exp.task.name,
             'step': int(state.step), 'eval_seed': config.eval.seed,
             'eval': {'num_examples': config.eval.num_examples, **metrics}}
+  if report is not None:
+    result['report'] = report
   workdir_lib.write_json(os.path.join(workdir, 'eval.json'), result)
   logging.info('eval of step %d on %d held-out examples: %s', int(state.step),
                config.eval.num_examples,

@@ -305,6 +305,11 @@ def test_tiny_generative_run_reports_generation(tmp_path):
   assert generation.corner_error(corners[None])[0] == pytest.approx(
       ev['generated_corner_error'], abs=1e-3)
   assert (tmp_path / 'rectangles.png').stat().st_size > 5000
+  # --mode=eval of the saved checkpoint runs the same generation.
+  evaluated = train_loop.evaluate_checkpoint(config, str(tmp_path))
+  for name in ('generated_right_angle_error_deg', 'completed_corner_error'):
+    assert evaluated['eval'][name] == pytest.approx(ev[name], rel=1e-5)
+  assert evaluated['report']['generated_from_origin'] == corners.tolist()
 
 
 # --- full configs (opt-in) ---------------------------------------------------------
@@ -334,6 +339,8 @@ def test_bidirectional_reaches_target_and_beats_forward_only(tmp_path):
   both = _run_train(tmp_path / 'bi', '--config=configs/bidirectional.py')
   forward = _run_train(tmp_path / 'fw', '--config=configs/bidirectional.py:forward')
   assert both['eval']['accuracy'] >= 0.98
+  # Seed 0: 0.991 vs 0.980.  Not a law: over seeds 0-4 the bidirectional
+  # model is ahead on 3 (README); runs are deterministic, so this is seed 0's.
   assert both['eval']['accuracy'] > forward['eval']['accuracy']
 
 
