@@ -136,3 +136,141 @@ def moving_line(key, batch_size, size=50, offset=0):
     return frames[..., None], right
 
   return _batched(one, key, batch_size, offset)
+
+
+# --- 4. addition: sums written as text (encoder-decoder) ----------------------
+
+ALPHABET = '0123456789+ '          # index = symbol: digits 0-9, then '+' and ' '
+PLUS, SPACE = 10, 11
+
+
+def num_digits(n):
+  """Decimal digits of the positive integer(s) ``n`` (1 for 1..9, 2 for 10..99)."""
+  n = jnp.asarray(n)
+  return 1 + sum((n >= 10 ** k).astype(jnp.int32) for k in range(1, 10))
+
+
+def _right_aligned_text(numbers, width):
+  """``'+'.join(numbers)`` left-padded with spaces to ``width`` symbols, as
+  alphabet indices, built with integer arithmetic only.
+
+  numbers: (N,) positive int32.  Returns (width,) int32.  Symbols are written
+  from the right end: the i-th least significant digit of term j sits
+  ``offset_j + i`` places from the right, where ``offset_j`` counts the
+  symbols (digits and '+') of the terms after it.
+  """
+  digits = num_digits(numbers)                              # (N,)
+  after = jnp.cumsum((digits + 1)[::-1])[::-1] - (digits + 1)   # symbols right of term j
+  max_digits = 10
+  i = jnp.arange(max_digits)
+  digit_values = (numbers[:, None] // 10 ** i[None]) % 10    # (N, D)
+  position = width - 1 - (after[:, None] + i[None])          # (N, D)
+  # Digits a number does not have go to index `width`, past the end, and are
+  # dropped (a negative index would wrap around instead).
+  position = jnp.where(i[None] < digits[:, None], position, width)
+  text = jnp.full((width,), SPACE, jnp.int32)
+  text = text.at[position].set(digit_values, mode='drop')
+  plus_position = width - after[:-1]         # '+' right after each term but the last
+  return text.at[plus_position].set(PLUS, mode='drop')
+
+
+def addition(key, batch_size, n_terms=3, max_value=10, input_width=8,
+             answer_width=2, offset=0):
+  """"a+b+c" -> "sum" as text: ``n_terms`` integers uniform in [1, max_value].
+
+  The question is the terms joined by '+', left-padded with spaces to
+  ``input_width`` symbols ("10+3+7" -> "  10+3+7"); the answer their sum,
+  left-padded to ``answer_width``.  Symbols are indices into ``ALPHABET``.
+
+  Returns:
+    inputs: (B, input_width, 12) float32, one-hot.
+    targets: (B, answer_width) int32, alphabet indices.
+  """
+
+  def one(k):
+    numbers = jax.random.randint(k, (n_terms,), 1, max_value + 1, dtype=jnp.int32)
+    question = _right_aligned_text(numbers, input_width)
+    answer = _right_aligned_text(numbers.sum()[None], answer_width)
+    return jax.nn.one_hot(question, len(ALPHABET), dtype=jnp.float32), answer
+
+  return _batched(one, key, batch_size, offset)
+
+
+def decode_text(symbols):
+  """Host-side: alphabet indices (..., T) int, or one-hot / logits (..., T, 12),
+  to a string (or nested lists of strings)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  symbols = np.asarray(symbols)
+  if symbols.dtype.kind == 'f':
+    symbols = symbols.argmax(-1)
+  if symbols.ndim == 1:
+    return ''.join(ALPHABET[int(s)] for s in symbols)
+  return [decode_text(s) for s in symbols]
+
+
+# --- 5. cumulative-sum threshold (bidirectional) -------------------------------
+
+
+def cumsum_threshold(key, batch_size, length=10, limit_fraction=0.25, offset=0):
+  """Values uniform in [0, 1); the label of step t is 1 once their running sum
+  exceeds ``length * limit_fraction`` (2.5 for the seed's 10 / 4), else 0.
+
+  Returns:
+    inputs: (B, length, 1) float32.
+    labels: (B, length) int32, non-decreasing along time.
+  """
+  limit = length * limit_fraction
+
+  def one(k):
+    values = jax.random.uniform(k, (length,))
+    return values[:, None], (jnp.cumsum(values) > limit).astype(jnp.int32)
+
+  return _batched(one, key, batch_size, offset)
+
+
+# --- 6. rectangles drawn corner by corner (generative) -------------------------
+
+
+def rectangle_corners(width, height):
+  """(..., ) width and height -> (..., 4, 2): (0,0), (w,0), (w,h), (0,h)."""
+  zeros = jnp.zeros_like(width)
+  return jnp.stack([jnp.stack([zeros, zeros], -1),
+                    jnp.stack([width, zeros], -1),
+                    jnp.stack([width, height], -1),
+                    jnp.stack([zeros, height], -1)], -2)
+
+
+def rectangle_size(key):
+  """The width and height, uniform in [0, 1), of the rectangle of ``key``."""
+  width, height = jax.random.uniform(key, (2,))
+  return width, height
+
+
+def rectangles(key, batch_size, mode='pairs', offset=0):
+  """Rectangles with width and height uniform in [0, 1), drawn from (0, 0).
+
+  mode='pairs' (the seed): example i is pair ``(offset + i) % 3`` (previous
+  corner -> next corner) of rectangle ``(offset + i) // 3``, whose size comes
+  from ``fold_in(key, rectangle)``; a batch of 3 at a multiple-of-3 offset is
+  the three pairs of one rectangle.
+    inputs: (B, 1, 2) float32, the previous corner (a one-step sequence).
+    targets: (B, 2) float32, the next corner.
+  mode='sequence': example i is rectangle ``offset + i`` whole.
+    inputs: (B, 3, 2), corners 0..2; targets: (B, 3, 2), corners 1..3.
+  """
+  if mode == 'pairs':
+    index = offset + jnp.arange(batch_size, dtype=jnp.uint32)
+
+    def pair(i):
+      corners = rectangle_corners(*rectangle_size(jax.random.fold_in(key, i // 3)))
+      return corners[i % 3][None], corners[i % 3 + 1]
+
+    return jax.vmap(pair)(index)
+  if mode == 'sequence':
+
+    def whole(k):
+      corners = rectangle_corners(*rectangle_size(k))
+      return corners[:3], corners[1:]
+
+    return _batched(whole, key, batch_size, offset)
+  raise ValueError(f"rectangles: mode={mode!r}; use 'pairs' or 'sequence'")

@@ -14,6 +14,9 @@ import jax.numpy as jnp
 from lstm_flax import conv_pool
 from lstm_flax import validation as v
 from lstm_flax.lstm import LSTM
+from lstm_flax.lstm import MERGE_MODES
+from lstm_flax.lstm import RECURRENT_LAYERS
+from lstm_flax.lstm import Bidirectional
 
 glorot_uniform = nn.initializers.glorot_uniform()
 
@@ -118,10 +121,88 @@ class CNNLSTM(nn.Module):
                        self.dtype, self.input_projection, name='rnn')(x)
 
 
-def check_model_config(model_config, task_config, input_kind):
+class EncoderDecoder(nn.Module):
+  """Encoder LSTMs -> the last output repeated ``output_steps`` times (Keras'
+  RepeatVector) -> decoder LSTMs returning sequences -> Dense(num_outputs)
+  at every output step.
+
+  ``layer_sizes[:encoder_depth]`` are the encoder's layers,
+  ``layer_sizes[encoder_depth:]`` the decoder's (the seed: (75, 50), depth 1).
+
+  inputs (B, T, F) -> outputs (B, output_steps, num_outputs).
+  """
+
+  layer_sizes: Sequence[int]
+  num_outputs: int
+  output_steps: int = 2
+  encoder_depth: int = 1
+  unroll: int = 1
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, inputs):
+    x = inputs
+    encoder = self.layer_sizes[:self.encoder_depth]
+    for i, units in enumerate(encoder):
+      x = LSTM(units, return_sequences=i < len(encoder) - 1, unroll=self.unroll,
+               dtype=self.dtype, name=f'encoder_{i}')(x)
+    x = jnp.repeat(x[:, None, :], self.output_steps, axis=1)
+    for i, units in enumerate(self.layer_sizes[self.encoder_depth:]):
+      x = LSTM(units, return_sequences=True, unroll=self.unroll,
+               dtype=self.dtype, name=f'decoder_{i}')(x)
+    return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
+                    name='dense')(x)
+
+
+class PerStepRNN(nn.Module):
+  """(Bidirectional) recurrent layers, each returning its whole sequence ->
+  Dense(num_outputs) at every step (Keras' TimeDistributed(Dense)).
+
+  Attributes:
+    layer_sizes: units per layer (per direction), input side first.
+    bidirectional: each layer is ``Bidirectional`` (submodules ``forward`` and
+      ``backward``); False: forward-only, a causal model.
+    merge_mode: how the directions merge: 'concat', 'sum', 'mean', 'multiply'.
+    cell: 'lstm' or 'gru'.
+
+  inputs (B, T, F) -> outputs (B, T, num_outputs).
+  """
+
+  layer_sizes: Sequence[int]
+  num_outputs: int
+  bidirectional: bool = True
+  merge_mode: str = 'concat'
+  cell: str = 'lstm'
+  unroll: int = 1
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, inputs):
+    x = inputs
+    options = {'unroll': self.unroll, 'dtype': self.dtype}
+    for i, units in enumerate(self.layer_sizes):
+      if self.bidirectional:
+        x = Bidirectional(units, self.cell, self.merge_mode,
+                          return_sequences=True, layer_options=options,
+                          name=f'rnn_{i}')(x)
+      else:
+        x = RECURRENT_LAYERS[self.cell](units, return_sequences=True,
+                                        name=f'rnn_{i}', **options)(x)
+    return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
+                    name='dense')(x)
+
+
+_OUTPUT_SHAPES = {'example': '(B, K), one output per example',
+                  'per_step': '(B, T, K), one output per input step',
+                  'sequence': '(B, S, K), an output sequence'}
+
+
+def check_model_config(model_config, task_config, input_kind,
+                       output_kind='example', output_steps=0):
   """Raises validation.ConfigError for a model config that cannot work with
   its task (``task_config``: the task's options, e.g. the image size;
-  ``input_kind``: the task's, 'sequence' or 'frames')."""
+  ``input_kind``: the task's, 'sequence' or 'frames'; ``output_kind`` and
+  ``output_steps``: what the task's targets need, see ``tasks.Task``)."""
   options = dict(model_config)
   name = options.pop('name')
   v.choice('model.name', name, MODELS)
@@ -131,6 +212,13 @@ def check_model_config(model_config, task_config, input_kind):
             f'it takes {wanted}, and task {task_config.name!r} gives '
             f'{input_kind}; use one of '
             f'{sorted(m for m, k in MODEL_INPUTS.items() if k == input_kind)}')
+  if MODEL_OUTPUTS[name] != output_kind:
+    fitting = sorted(m for m in MODELS if MODEL_OUTPUTS[m] == output_kind
+                     and MODEL_INPUTS[m] == input_kind)
+    v._fail('model.name', name,  # pylint: disable=protected-access
+            f'it returns {_OUTPUT_SHAPES[MODEL_OUTPUTS[name]]}, and task '
+            f'{task_config.name!r} needs {_OUTPUT_SHAPES[output_kind]}; use one'
+            f' of {fitting}')
   v.options_of('model', options, MODELS[name],
                exclude=('num_outputs', 'parent', 'name'))
   sizes = options.get('layer_sizes')
@@ -143,6 +231,23 @@ def check_model_config(model_config, task_config, input_kind):
   v.choice('model.input_projection', options.get('input_projection', 'auto'),
            ('auto', 'hoisted', 'in_scan'))
   v.choice('model.dtype', options.get('dtype', 'float32'), ('float32', 'bfloat16'))
+  if name == 'encoder_decoder':
+    if len(sizes) < 2:
+      v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
+              'encoder_decoder needs encoder and decoder sizes, e.g. (75, 50)')
+    v.integer('model.encoder_depth', options.get('encoder_depth', 1), 1,
+              len(sizes) - 1)
+    if options.get('output_steps', 2) != output_steps:
+      v._fail('model.output_steps', options.get('output_steps', 2),  # pylint: disable=protected-access
+              f'must equal the target length of task {task_config.name!r}, '
+              f'{output_steps}')
+  if name == 'per_step':
+    v.choice('model.merge_mode', options.get('merge_mode', 'concat'),
+             MERGE_MODES)
+    v.choice('model.cell', options.get('cell', 'lstm'), RECURRENT_LAYERS)
+    if not isinstance(options.get('bidirectional', True), bool):
+      v._fail('model.bidirectional', options['bidirectional'],  # pylint: disable=protected-access
+              'must be True or False')
   if name == 'cnn_lstm':
     k, p = options.get('kernel_size', 2), options.get('pool_size', 2)
     v.integer('model.conv_features', options.get('conv_features', 2), 1)
@@ -169,5 +274,9 @@ def make_model(model_config, num_outputs) -> nn.Module:
   return MODELS[name](num_outputs=num_outputs, **options)
 
 
-MODELS = {'lstm': StackedLSTM, 'cnn_lstm': CNNLSTM}
-MODEL_INPUTS = {'lstm': 'sequence', 'cnn_lstm': 'frames'}
+MODELS = {'lstm': StackedLSTM, 'cnn_lstm': CNNLSTM,
+          'encoder_decoder': EncoderDecoder, 'per_step': PerStepRNN}
+MODEL_INPUTS = {'lstm': 'sequence', 'cnn_lstm': 'frames',
+                'encoder_decoder': 'sequence', 'per_step': 'sequence'}
+MODEL_OUTPUTS = {'lstm': 'example', 'cnn_lstm': 'example',
+                 'encoder_decoder': 'sequence', 'per_step': 'per_step'}

@@ -63,3 +63,41 @@ def moving_line_figure(workdir, frames, labels, predictions):
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def rectangles_figure(workdir, generated, completed, true_corners):
+  """Generated rectangles: ``generated`` (4, 2) from (0, 0) alone; ``completed``
+  (n, 4, 2) from (0, 0) and a held-out first edge, with ``true_corners``
+  (n, 4, 2) of those held-out rectangles -> rectangles.png."""
+  from lstm_flax import generation  # pylint: disable=g-import-not-at-top
+  n = completed.shape[0]
+  fig, axes = plt.subplots(1, n + 1, figsize=(2.6 * (n + 1), 2.9), squeeze=False)
+
+  def draw(ax, corners, title, truth=None):
+    closed = np.concatenate([corners, corners[:1]])
+    if truth is not None:
+      t = np.concatenate([truth, truth[:1]])
+      ax.plot(t[:, 0], t[:, 1], '--', color='0.6', label='held-out rectangle')
+    ax.plot(closed[:, 0], closed[:, 1], 'o-', color='tab:red', label='generated')
+    for k, (x, y) in enumerate(corners):
+      ax.annotate(str(k), (x, y), textcoords='offset points', xytext=(3, 3),
+                  fontsize=7)
+    angle = generation.right_angle_error(corners[None])[0]
+    error = generation.corner_error(corners[None])[0]
+    ax.set_title(f'{title}\nangle err {angle:.1f} deg, corner err {error:.3f}',
+                 fontsize=8)
+    ax.set_xlim(-0.1, 1.1)
+    ax.set_ylim(-0.1, 1.1)
+    ax.set_aspect('equal')
+    ax.grid(alpha=0.3)
+
+  draw(axes[0, 0], generated, 'from (0,0) alone')
+  for i in range(n):
+    draw(axes[0, i + 1], completed[i], f'from (0,0), (w,0): held-out {i}',
+         true_corners[i])
+  axes[0, -1].legend(loc='upper right', fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(workdir, 'rectangles.png')
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

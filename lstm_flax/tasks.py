@@ -8,10 +8,12 @@ its generator in ``data.py``, a builder here, and register it in ``TASKS``.
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lstm_flax import data
@@ -36,6 +38,16 @@ class Task:
     drawing a few held-out examples (needs matplotlib).
   describe: ``(input, target, prediction) -> dict`` of one example for
     printouts, as the seed prints them (numpy in, JSON-able out).
+  output_kind: what the model must return: 'example' (B, K), one output per
+    example; 'per_step' (B, T, K), one per input step; 'sequence'
+    (B, output_steps, K), a sequence of its own length.
+  output_steps: the length of a 'sequence' output.
+  report: optional host-side step after evaluation,
+    ``(apply_fn, params, eval_key, eval_config, workdir) -> (metrics,
+    details)``: ``metrics`` (name -> float) join the eval metrics,
+    ``details`` (JSON-able) go to results.json under ``report`` — for what
+    one batched forward pass cannot measure (generation by feeding
+    predictions back) and for printouts.
   """
 
   name: str
@@ -49,6 +61,9 @@ class Task:
   figure: Optional[Callable[..., str]] = None
   describe: Callable[..., Dict[str, Any]] = lambda x, y, p: {
       'expected': y.tolist(), 'predicted': p.tolist()}
+  output_kind: str = 'example'
+  output_steps: int = 0
+  report: Optional[Callable[..., Tuple[Dict[str, float], Any]]] = None
 
 
 # --- losses and metrics (pure) -------------------------------------------------
@@ -89,6 +104,28 @@ def sigmoid_binary_cross_entropy(logits, labels):
 def binary_metrics(logits, labels):
   return {'loss': sigmoid_binary_cross_entropy(logits, labels),
           'accuracy': ((logits[:, 0] > 0).astype(jnp.int32) == labels).mean()}
+
+
+def sequence_classification_metrics(logits, labels):
+  """logits (B, S, C), labels (B, S) int: per-symbol accuracy and exact match."""
+  correct = jnp.argmax(logits, -1) == labels
+  return {'loss': softmax_cross_entropy(logits, labels),
+          'char_accuracy': correct.mean(),
+          'exact_match': correct.all(-1).mean()}
+
+
+def per_step_binary_cross_entropy(logits, labels):
+  """logits (B, T, 1), labels (B, T) in {0, 1} -> mean over steps and batch."""
+  return optax.sigmoid_binary_cross_entropy(
+      logits[..., 0], labels.astype(logits.dtype)).mean()
+
+
+def per_step_binary_metrics(logits, labels):
+  """Per-step accuracy, and the fraction of sequences right at every step."""
+  correct = (logits[..., 0] > 0).astype(jnp.int32) == labels
+  return {'loss': per_step_binary_cross_entropy(logits, labels),
+          'accuracy': correct.mean(),
+          'sequence_accuracy': correct.all(-1).mean()}
 
 
 # --- task builders -------------------------------------------------------------
@@ -174,10 +211,161 @@ def moving_line_task(options):
 
 _DIRECTIONS = ('left', 'right')
 
+
+def _printout(task_generate, task_decode, line):
+  """A ``Task.report`` that logs and returns one line per held-out example
+  (``config.eval.predict_examples`` of them): ``line(input, target,
+  prediction)`` on numpy arrays."""
+
+  def report(apply_fn, params, eval_key, eval_config, workdir):
+    del workdir
+    n = eval_config.predict_examples
+    inputs, targets = task_generate(eval_key, n)
+    predictions = jax.jit(lambda p, x: task_decode(apply_fn({'params': p}, x)))(
+        params, inputs)
+    lines = [line(*(np.asarray(a)[i] for a in (inputs, targets, predictions)))
+             for i in range(n)]
+    for text in lines:
+      logging.info('%s', text)
+    return {}, {'examples': lines}
+
+  return report
+
+
+def addition_task(options):
+  o = _with_defaults('task', options, data.addition)
+  v.integer('task.n_terms', o['n_terms'], 1, 100)
+  v.integer('task.max_value', o['max_value'], 1, 10**6)
+  longest = (o['n_terms'] * len(str(o['max_value'])) + o['n_terms'] - 1)
+  v.integer('task.input_width', o['input_width'], longest)
+  v.integer('task.answer_width', o['answer_width'],
+            len(str(o['n_terms'] * o['max_value'])))
+  generate = functools.partial(data.addition, **options)
+  decode = lambda logits: jnp.argmax(logits, -1)
+
+  def line(x, y, p):
+    expected = data.decode_text(y).strip()
+    predicted = data.decode_text(p).strip()
+    return (f'{data.decode_text(x).strip()} = {expected} (predicted '
+            f'{predicted}){"" if expected == predicted else "  WRONG"}')
+
+  return Task(
+      name='addition',
+      input_kind='sequence',
+      generate=generate,
+      loss=softmax_cross_entropy,
+      metrics=sequence_classification_metrics,
+      num_outputs=len(data.ALPHABET),
+      decode=decode,
+      describe=lambda x, y, p: {'question': data.decode_text(x).strip(),
+                                'expected': data.decode_text(y).strip(),
+                                'predicted': data.decode_text(p).strip()},
+      output_kind='sequence',
+      output_steps=o['answer_width'],
+      report=_printout(generate, decode, line))
+
+
+def cumsum_threshold_task(options):
+  o = _with_defaults('task', options, data.cumsum_threshold)
+  v.integer('task.length', o['length'], 1)
+  v.number('task.limit_fraction', o['limit_fraction'], 0)
+  generate = functools.partial(data.cumsum_threshold, **options)
+  decode = lambda logits: (logits[..., 0] > 0).astype(jnp.int32)
+  bits = lambda a: ''.join(str(int(b)) for b in a)
+
+  def line(x, y, p):
+    return (f'values {" ".join(f"{v:.2f}" for v in x[:, 0])}  expected '
+            f'{bits(y)}  predicted {bits(p)}{"" if (y == p).all() else "  WRONG"}')
+
+  return Task(
+      name='cumsum_threshold',
+      input_kind='sequence',
+      generate=generate,
+      loss=per_step_binary_cross_entropy,
+      metrics=per_step_binary_metrics,
+      num_outputs=1,
+      decode=decode,
+      describe=lambda x, y, p: {'values': [round(float(v), 3) for v in x[:, 0]],
+                                'expected': bits(y), 'predicted': bits(p)},
+      output_kind='per_step',
+      report=_printout(generate, decode, line))
+
+
+def _rectangles_report(mode):
+  """Generation by feedback (see ``generation.py``): one rectangle from (0, 0)
+  alone — a trained model is deterministic, so every generation from (0, 0)
+  is this one — and ``config.eval.num_examples`` completions from (0, 0) and
+  the first corner (w, 0) of held-out rectangles; figure of a few."""
+
+  def report(apply_fn, params, eval_key, eval_config, workdir):
+    from lstm_flax import generation  # pylint: disable=g-import-not-at-top
+    n = eval_config.num_examples
+    held_out, _ = data.rectangles(eval_key, n, mode='sequence')
+    true_corners = np.asarray(data.rectangle_corners(held_out[:, 1, 0],
+                                                     held_out[:, 2, 1]))
+    alone = np.asarray(generation.feed_back_jit(
+        apply_fn, params, jnp.zeros((1, 1, 2)), mode, 4))
+    completed = np.asarray(generation.feed_back_jit(
+        apply_fn, params, held_out[:, :2], mode, 4))
+    metrics = {
+        'generated_right_angle_error_deg':
+            float(generation.right_angle_error(alone)[0]),
+        'generated_corner_error': float(generation.corner_error(alone)[0]),
+        'completed_right_angle_error_deg':
+            float(generation.right_angle_error(completed).mean()),
+        'completed_corner_error': float(generation.corner_error(completed).mean()),
+        # Does the drawing keep the held-out width on its way up?
+        'completed_width_error': float(
+            np.abs(completed[:, 2, 0] - true_corners[:, 1, 0]).mean()),
+    }
+    rounded = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()
+    details = {'generated_from_origin': rounded(alone[0]),
+               'completed_examples': rounded(completed[:4]),
+               'held_out_examples': rounded(true_corners[:4])}
+    logging.info('rectangle generated from (0,0): %s',
+                 ' -> '.join(f'({x:.3f},{y:.3f})' for x, y in alone[0]))
+    k = eval_config.figure_examples
+    if k:
+      try:
+        import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+      except ImportError:
+        logging.info('matplotlib is not installed: figure skipped '
+                     "(pip install -e '.[plot]' to draw it)")
+      else:
+        path = _figure('rectangles_figure')(workdir, alone[0], completed[:k],
+                                            true_corners[:k])
+        details['figure'] = path
+        logging.info('figure: %s', path)
+    return metrics, details
+
+  return report
+
+
+def rectangles_task(options):
+  o = _with_defaults('task', options, data.rectangles)
+  v.choice('task.mode', o['mode'], ('pairs', 'sequence'))
+  return Task(
+      name='rectangles',
+      input_kind='sequence',
+      generate=functools.partial(data.rectangles, **options),
+      loss=mean_absolute_error,
+      metrics=regression_metrics,
+      num_outputs=2,
+      decode=lambda outputs: outputs,
+      summarize=add_rmse,
+      describe=lambda x, y, p: {
+          name: np.round(np.asarray(a, np.float64), 4).tolist()
+          for name, a in (('input', x), ('expected', y), ('predicted', p))},
+      output_kind='example' if o['mode'] == 'pairs' else 'per_step',
+      report=_rectangles_report(o['mode']))
+
 TASKS = {
     'echo': echo_task,
     'damped_sine': damped_sine_task,
     'moving_line': moving_line_task,
+    'addition': addition_task,
+    'cumsum_threshold': cumsum_threshold_task,
+    'rectangles': rectangles_task,
 }
 
 

@@ -20,6 +20,7 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -375,6 +376,37 @@ def mean_over_seeds(per_seed: List[Dict[str, float]]) -> Dict[str, float]:
   return {k: v['mean'] for k, v in seed_statistics(per_seed).items()}
 
 
+def _evaluate_and_report(exp: Experiment, state, workdir: str):
+  """Per-seed eval metrics, each joined by those of the task's ``report``
+  (e.g. generation by feeding predictions back) if it has one; and the
+  report's details (replica 0's) or None.
+
+  The report runs on the host-local parameters of each replica, in the
+  writing process only (it may draw a figure into ``workdir``).  Reports
+  without metrics (printouts) run for replica 0 alone.
+  """
+  per_seed = evaluate_per_seed(exp, state)
+  if exp.task.report is None or not is_writer():
+    return per_seed, None
+  config = exp.config
+  eval_key = run_keys(config.seed, config.eval.seed)[2]
+  details = None
+  others = ml_collections.ConfigDict(config.eval.to_dict())
+  others.figure_examples = 0     # the figure shows replica 0
+  for i in range(exp.num_seeds):
+    params = to_host(state.params if exp.num_seeds == 1 else
+                     replica(state.params, i))
+    report_metrics, report_details = exp.task.report(
+        state.apply_fn, params, eval_key, config.eval if i == 0 else others,
+        workdir)
+    if i == 0:
+      details = report_details
+    if not report_metrics:
+      break
+    per_seed[i] = {**per_seed[i], **report_metrics}
+  return per_seed, details
+
+
 class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss, a workdir of another run)."""
 
@@ -553,7 +585,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     if manager.latest_step() != step:
       checkpoints.save(manager, state, step)  # written while we eval
 
-    per_seed = evaluate_per_seed(exp, state)
+    per_seed, report = _evaluate_and_report(exp, state, workdir)
     eval_metrics = mean_over_seeds(per_seed)
     record = {'step': step, **{f'eval/{k}': v for k, v in eval_metrics.items()}}
     if num_seeds > 1:
@@ -593,6 +625,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         'eval_per_seed': per_seed,
         'eval_stats': seed_statistics(per_seed),
     })
+  if report is not None:
+    results['report'] = report
   if writer:
     workdir_lib.write_json(os.path.join(workdir, 'results.json'), results)
   return results
@@ -620,13 +654,15 @@ def _restore_for_inference(config, workdir: str, program: str
 def evaluate_checkpoint(config, workdir: str) -> Dict[str, Any]:
   """Evaluates the latest checkpoint on fresh held-out data; writes eval.json."""
   exp, state = _restore_for_inference(config, workdir, 'eval')
-  per_seed = evaluate_per_seed(exp, state)
+  per_seed, report = _evaluate_and_report(exp, state, workdir)
   metrics = mean_over_seeds(per_seed)
   result = {'config': config.name, 'task': exp.task.name,
             'step': state_step(state), 'eval_seed': config.eval.seed,
             'eval': {'num_examples': config.eval.num_examples, **metrics}}
   if config.num_seeds > 1:
     result.update(eval_per_seed=per_seed, eval_stats=seed_statistics(per_seed))
+  if report is not None:
+    result['report'] = report
   if is_writer():
     workdir_lib.write_json(os.path.join(workdir, 'eval.json'), result)
   logging.info('eval of step %d on %d held-out examples: %s', state_step(state),

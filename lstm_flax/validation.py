@@ -66,7 +66,8 @@ def validate(config):
           f'seed + num_seeds must be <= 2**32 (seed={config.seed})')
 
   task = tasks.make_task(config.task)          # checks config.task.*
-  models.check_model_config(config.model, config.task, task.input_kind)
+  models.check_model_config(config.model, config.task, task.input_kind,
+                            task.output_kind, task.output_steps)
 
   opt = config.optimizer
   choice('optimizer.name', opt.name, ('adam', 'adamw', 'sgd'))

@@ -109,5 +109,6 @@ def test_cnn_lstm_vmapped_encoder_equals_frame_by_frame():
 
 
 def test_make_model_rejects_unknown_names():
-  with pytest.raises(ValueError, match="known values are \\['cnn_lstm', 'lstm'\\]"):
+  with pytest.raises(ValueError, match="known values are \\['cnn_lstm', "
+                     "'encoder_decoder', 'lstm', 'per_step'\\]"):
     models.make_model({'name': 'gru', 'layer_sizes': (3,)}, 2)
