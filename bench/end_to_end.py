@@ -14,8 +14,9 @@ its peak resident memory (``ru_maxrss`` from ``os.wait4``):
 The runs alternate, ``--repeats`` times; tables give medians (min-max) and the
 median of the per-repeat ratios plain / lstm_flax.
 
-``--sections=seeds`` times ``configs/stacked.py`` with ``--config.num_seeds=8``
-against one run and against 8 sequential single-seed runs.
+``--sections=seeds`` times ``configs/stacked.py`` (``--seeds_model``) with
+``--config.num_seeds=8`` against one run and against 8 sequential
+single-seed runs.
 """
 
 import json
@@ -37,6 +38,8 @@ _SECTIONS = flags.DEFINE_list('sections', ['e2e', 'seeds'],
                               'e2e: end to end vs plain Flax; seeds: num_seeds.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Alternating repeats.')
 _NUM_SEEDS = flags.DEFINE_integer('num_seeds', 8, 'Replicas for --sections=seeds.')
+_SEEDS_MODEL = flags.DEFINE_enum('seeds_model', 'stacked', ['echo', 'stacked', 'cnn_lstm'],
+                                 'Seed protocol for --sections=seeds.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Override every protocol\'s number '
                               'of steps (a smoke test); 0: the seed protocol.')
 
@@ -125,16 +128,18 @@ def end_to_end(scratch):
 
 def seeds(scratch):
   n = _NUM_SEEDS.value
-  print(f'\n## num_seeds={n} on configs/stacked.py (cold compile cache)')
+  model = _SEEDS_MODEL.value
+  print(f'\n## num_seeds={n} on configs/{CONFIG_FILES[model]}.py (cold compile cache)')
   together, one, sequential = [], [], []
   for _ in range(_REPEATS.value):
-    wall, _, results = ours('stacked', os.path.join(scratch, 'seeds'), '',
+    wall, _, results = ours(model, os.path.join(scratch, 'seeds'), '',
                             f'--config.num_seeds={n}')
     together.append(wall)
-    stats = results['eval_stats']['mae']
+    metric = 'mae' if 'mae' in results['eval_stats'] else 'accuracy'
+    stats = results['eval_stats'][metric]
     total = 0.0
     for seed in range(n):
-      wall, _, _ = ours('stacked', os.path.join(scratch, f'seed{seed}'), '',
+      wall, _, _ = ours(model, os.path.join(scratch, f'seed{seed}'), '',
                         f'--config.seed={seed}')
       total += wall
       if seed == 0:
@@ -146,7 +151,7 @@ def seeds(scratch):
         f'{statistics.median(t / o for t, o in zip(together, one)):.2f}x |\n'
         f'| {n} sequential runs | {fmt(sequential)} | '
         f'{statistics.median(s / o for s, o in zip(sequential, one)):.2f}x |')
-  print(f'num_seeds={n} MAE: mean {stats["mean"]:.4f}, std {stats["std"]:.4f}, '
+  print(f'num_seeds={n} {metric}: mean {stats["mean"]:.4f}, std {stats["std"]:.4f}, '
         f'min {stats["min"]:.4f}, max {stats["max"]:.4f}')
 
 

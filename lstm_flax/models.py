@@ -136,20 +136,22 @@ class EncoderDecoder(nn.Module):
   num_outputs: int
   output_steps: int = 2
   encoder_depth: int = 1
-  unroll: int = 1
+  unroll: int = 0
   dtype: Optional[Any] = None
+  input_projection: str = 'auto'
 
   @nn.compact
   def __call__(self, inputs):
     x = inputs
+    options = {'unroll': self.unroll, 'dtype': self.dtype,
+               'input_projection': self.input_projection}
     encoder = self.layer_sizes[:self.encoder_depth]
     for i, units in enumerate(encoder):
-      x = LSTM(units, return_sequences=i < len(encoder) - 1, unroll=self.unroll,
-               dtype=self.dtype, name=f'encoder_{i}')(x)
+      x = LSTM(units, return_sequences=i < len(encoder) - 1,
+               name=f'encoder_{i}', **options)(x)
     x = jnp.repeat(x[:, None, :], self.output_steps, axis=1)
     for i, units in enumerate(self.layer_sizes[self.encoder_depth:]):
-      x = LSTM(units, return_sequences=True, unroll=self.unroll,
-               dtype=self.dtype, name=f'decoder_{i}')(x)
+      x = LSTM(units, return_sequences=True, name=f'decoder_{i}', **options)(x)
     return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                     name='dense')(x)
 
@@ -173,13 +175,15 @@ class PerStepRNN(nn.Module):
   bidirectional: bool = True
   merge_mode: str = 'concat'
   cell: str = 'lstm'
-  unroll: int = 1
+  unroll: int = 0
   dtype: Optional[Any] = None
+  input_projection: str = 'auto'
 
   @nn.compact
   def __call__(self, inputs):
     x = inputs
-    options = {'unroll': self.unroll, 'dtype': self.dtype}
+    options = {'unroll': self.unroll, 'dtype': self.dtype,
+               'input_projection': self.input_projection}
     for i, units in enumerate(self.layer_sizes):
       if self.bidirectional:
         x = Bidirectional(units, self.cell, self.merge_mode,
