@@ -339,9 +339,18 @@ def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
                     steps_per_call, time.perf_counter() - start, mesh)
 
 
+def _import_slow_modules():
+  checkpoints._ocp()  # pylint: disable=protected-access
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    pass
+
+
 def _start_orbax_import():
-  """orbax takes 1-2 s to import; let it happen while XLA compiles."""
-  thread = threading.Thread(target=checkpoints._ocp, daemon=True)  # pylint: disable=protected-access
+  """orbax takes 1-2 s to import, and tensorboardX 4 s where PyTorch is
+  installed (it imports torch); let that happen while XLA compiles."""
+  thread = threading.Thread(target=_import_slow_modules, daemon=True)
   thread.start()
   return thread
 
