@@ -21,6 +21,7 @@ single-seed runs.
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,9 +66,12 @@ def timed_with_memory(command):
 
 
 def ours(model, workdir, cache_dir, *flags_):
+  # A fresh workdir: a finished run of the same config would resume and
+  # train nothing.
+  shutil.rmtree(workdir, ignore_errors=True)
   command = [sys.executable, 'train.py',
              f'--config=configs/{CONFIG_FILES[model]}.py', f'--workdir={workdir}',
-             f'--compilation_cache_dir={cache_dir}', '--overwrite', *flags_]
+             f'--compilation_cache_dir={cache_dir}', *flags_]
   if _STEPS.value:
     command.append(f'--config.train.steps={_STEPS.value}')
   wall, rss, _ = timed_with_memory(command)
