@@ -402,9 +402,9 @@ def _evaluate_and_report(exp: Experiment, state, workdir: str):
   details = None
   others = ml_collections.ConfigDict(config.eval.to_dict())
   others.figure_examples = 0     # the figure shows replica 0
+  host_params = to_host(state.params)   # one copy; replicas indexed in numpy
   for i in range(exp.num_seeds):
-    params = to_host(state.params if exp.num_seeds == 1 else
-                     replica(state.params, i))
+    params = host_params if exp.num_seeds == 1 else replica(host_params, i)
     report_metrics, report_details = exp.task.report(
         state.apply_fn, params, eval_key, config.eval if i == 0 else others,
         workdir)
