@@ -1,5 +1,7 @@
 """Models: shapes, stacking, and the frame encoder against flax's own layers."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -89,6 +91,31 @@ def test_encoder_gradient_on_moving_line_frames():
       lambda p: (_reference_encoder(p, frames, 2) * weights).sum()))(params)
   for name in ('kernel', 'bias'):
     np.testing.assert_allclose(ours[name], ref[name], rtol=1e-4, atol=1e-3)
+
+
+def test_encoder_gradient_at_relu_zero_and_for_the_frames():
+  """Zero bias (its initial value) makes every empty window exactly 0 before
+  ReLU, whose gradient there is 0 as nn.relu's; the hand-written gradient must
+  agree, and give the frames' own gradient when they are differentiated."""
+  frames = data.moving_line(jax.random.key(3), 2, size=20)[0].reshape(-1, 20, 20, 1)
+  encoder = models.FrameEncoder()
+  params = encoder.init(jax.random.key(1), frames)['params']
+  np.testing.assert_array_equal(params['bias'], 0.0)
+  weights = jax.random.normal(jax.random.key(2), (frames.shape[0], 9 * 9 * 2))
+
+  def loss(fn, p, x):
+    return (fn(p, x) * weights).sum()
+
+  ours = jax.jit(jax.grad(
+      functools.partial(loss, lambda p, x: encoder.apply({'params': p}, x)),
+      argnums=(0, 1)))(params, frames)
+  ref = jax.jit(jax.grad(functools.partial(
+      loss, lambda p, x: _reference_encoder(p, x, 2)), argnums=(0, 1)))(
+          params, frames)
+  for name in ('kernel', 'bias'):
+    np.testing.assert_allclose(ours[0][name], ref[0][name], rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(ours[1], ref[1], atol=1e-5)
+  assert np.abs(ref[1]).max() > 0
 
 
 def test_cnn_lstm_vmapped_encoder_equals_frame_by_frame():
