@@ -13,6 +13,7 @@ eval.json; --mode=predict prints decoded predictions for a few held-out
 examples (and writes them as JSON with --predict_out).
 """
 
+import gc
 import logging as logging_lib
 import os
 import re
@@ -174,4 +175,10 @@ def main(argv):
 if __name__ == '__main__':
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  app.run(main)
+  try:
+    app.run(main)
+  finally:
+    # Everything is written and closed by now: skip the interpreter's final
+    # garbage collection of the ~10^6 objects jax, orbax and matplotlib
+    # leave behind (measured 0.8-0.9 s of every run's exit).
+    gc.freeze()

@@ -479,6 +479,30 @@ def _evaluate_and_report(exp: Experiment, state, workdir: str):
   return per_seed, details
 
 
+class _LazyManager:
+  """orbax's CheckpointManager, made on first use: a fresh run starts
+  training while orbax (1-2 s) is still being imported in the background."""
+
+  def __init__(self, workdir: str, keep: int, import_thread):
+    self._workdir, self._keep, self._import = workdir, keep, import_thread
+    self._manager = None
+
+  def get(self):
+    if self._manager is None:
+      self._import.join()
+      self._manager = checkpoints.manager(self._workdir, self._keep)
+    return self._manager
+
+  def wait_until_finished(self):
+    if self._manager is not None:
+      self._manager.wait_until_finished()
+
+  def close(self):
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+
+
 class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss, a workdir of another run)."""
 
@@ -578,12 +602,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     workdir_lib.write_json(os.path.join(workdir, 'config.json'),
                            config.to_dict())
 
-  orbax_import.join()
-  manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  manager = _LazyManager(workdir, config.train.keep_checkpoints, orbax_import)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   saved = checkpoints.saved_steps(workdir)
   if saved:
-    restored = checkpoints.restore_latest(manager, state)
+    restored = checkpoints.restore_latest(manager.get(), state)
     if restored is not None:
       state = restored
     unreadable = [s for s in saved
@@ -592,7 +615,6 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       manager.close()
       if writer:
         checkpoints.set_aside(workdir, unreadable)
-      manager = checkpoints.manager(workdir, config.train.keep_checkpoints)
   step = state_step(state)
   if step:
     logging.info('resuming at step %d of %d', step, steps)
@@ -644,18 +666,18 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                    record['train_loss'], steps_per_second,
                    _format_eta((steps - step) / steps_per_second))
       if signals.signum is not None:
-        checkpoints.save(manager, state, step, wait=True)
+        checkpoints.save(manager.get(), state, step, wait=True)
         manager.close()
         logging.warning('checkpoint saved at step %d in %s; rerun the same '
                         'command to resume', step, checkpoints.directory(workdir))
         raise Interrupted(signals.signum, step)
       every = config.train.checkpoint_every
       if every > 0 and step - last_saved >= every and step < steps:
-        checkpoints.save(manager, state, step)
+        checkpoints.save(manager.get(), state, step)
         last_saved = step
     train_seconds = time.perf_counter() - train_start
-    if manager.latest_step() != step:
-      checkpoints.save(manager, state, step)  # written while we eval
+    if manager.get().latest_step() != step:
+      checkpoints.save(manager.get(), state, step)  # written while we eval
 
     per_seed, report = _evaluate_and_report(exp, state, workdir)
     eval_metrics = mean_over_seeds(per_seed)
