@@ -37,11 +37,6 @@ TrainState = train_state.TrainState
 # Programs that run once (init, eval) compile with LLVM at -O0: 3-4x faster to
 # compile on CPU, and they are too short for the slower code to matter.
 _RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0}
-# The train program at -O1 rather than XLA's default -O3: on CPU it compiled
-# 1.3-1.8x faster (cnn_lstm 2.9 s vs 5.7 s, stacked 1.3 vs 1.7, vanilla 2.0 vs
-# 2.4) and its steps ran as fast (cnn_lstm 71.3 vs 70.8 ms, stacked 2.06 vs
-# 2.61, vanilla 0.035 vs 0.040: medians of 10-15 alternating calls).
-_TRAIN_OPTIONS = {'xla_backend_optimization_level': 1}
 
 # Streams folded from the run's seed: parameters, training batches, eval.
 _INIT, _TRAIN, _EVAL = 0, 1, 2
@@ -312,7 +307,8 @@ class Experiment:
     return self.compile_seconds + extra
 
 
-def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
+def build(config, programs=('train', 'eval', 'predict'),
+          after_lowering=None) -> Experiment:
   """Builds the task, model and optimizer of ``config``, the initial state,
   and compiles the ``programs`` asked for (others are None) from shapes
   alone.  Init, eval and predict run once, so they compile at -O0.
@@ -321,6 +317,8 @@ def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
   a background thread (tracing is Python, XLA's compiler one thread) while
   the first one runs: on 2 CPU cores that hid eval's and predict's ~2 s of
   compilation behind training.  Calling one of them waits for it.
+  ``after_lowering`` (e.g. starting slow imports in a thread) is called once
+  the first program is lowered, while XLA compiles it.
 
   Every program runs on a 1-D ``data`` mesh over all devices: batches split
   over it, parameters and optimizer state replicated.
@@ -337,35 +335,41 @@ def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
   init = make_init(model, task, tx, num_seeds, mesh)
   abstract = jax.eval_shape(init, init_key)
 
-  def compile_program(name):
+  def lower(name):
     if name == 'train':
       return make_train_chunk(
           make_train_step(task, config.train.batch_size, train_key,
                           batch_sharding(mesh)),
-          steps_per_call, mesh).lower(abstract, 0).compile(_TRAIN_OPTIONS)
+          steps_per_call, mesh).lower(abstract, 0)
     if name == 'eval':
       return make_evaluate(task, config.eval.num_examples,
                            config.eval.batch_size, eval_key, num_seeds, mesh
-                           ).lower(abstract.apply_fn, abstract.params
-                                   ).compile(_RUN_ONCE_OPTIONS)
+                           ).lower(abstract.apply_fn, abstract.params)
     if name == 'predict':
       return make_predict(
           task, max(1, config.eval.figure_examples,
                     config.eval.predict_examples), eval_key, mesh).lower(
               abstract.apply_fn, abstract.params if num_seeds == 1 else
-              replica(abstract.params)).compile(_RUN_ONCE_OPTIONS)
+              replica(abstract.params))
     raise ValueError(f'unknown program {name!r}: expected train, eval or predict')
+
+  def compile_program(name, lowered):
+    return lowered.compile(validation.xla_options(config) if name == 'train'
+                           else _RUN_ONCE_OPTIONS)
 
   def compile_later(names):
     start = time.perf_counter()
-    done = {name: compile_program(name) for name in names}
+    done = {name: compile_program(name, lower(name)) for name in names}
     return done, time.perf_counter() - start
 
   start = time.perf_counter()
-  state = init.lower(init_key).compile(_RUN_ONCE_OPTIONS)(init_key)
-  compiled = {name: compile_program(name) for name in programs[:1]}
-  compile_seconds = time.perf_counter() - start
+  # Tracing and lowering hold Python's GIL; XLA's compiler does not.  So the
+  # main thread lowers its programs first, then compiles them while the
+  # background thread traces the others (and runs ``after_lowering``).
+  lowered = {'init': init.lower(init_key)}
+  lowered.update((name, lower(name)) for name in programs[:1])
   background = None
+  compiled = {}
   if programs[1:]:
     executor = concurrent.futures.ThreadPoolExecutor(
         1, thread_name_prefix='lstm_flax_compile')
@@ -373,6 +377,12 @@ def build(config, programs=('train', 'eval', 'predict')) -> Experiment:
     executor.shutdown(wait=False)
     for name in programs[1:]:
       compiled[name] = _CompiledLater(background, name)
+  if after_lowering is not None:
+    after_lowering()
+  state = compile_program('init', lowered.pop('init'))(init_key)
+  compiled.update((name, compile_program(name, low))
+                  for name, low in lowered.items())
+  compile_seconds = time.perf_counter() - start
   return Experiment(config, task, state, compiled.get('train'),
                     compiled.get('eval'), compiled.get('predict'),
                     steps_per_call, compile_seconds, mesh, background)
@@ -585,8 +595,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   wants_figure = (config.eval.figure_examples > 0 and
                   tasks.make_task(config.task).figure is not None)
-  orbax_import = _start_orbax_import(plots=wants_figure and is_writer())
-  exp = build(config, ('train', 'eval') + (('predict',) if wants_figure else ()))
+  imports = []
+  exp = build(config, ('train', 'eval') + (('predict',) if wants_figure else ()),
+              after_lowering=lambda: imports.append(_start_orbax_import(
+                  plots=wants_figure and is_writer())))
+  orbax_import = imports[0]
   state = exp.state
   steps = config.train.steps
   num_seeds = config.num_seeds

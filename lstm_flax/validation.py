@@ -91,6 +91,7 @@ def validate(config):
   integer('train.steps_per_call', train.steps_per_call, 1)
   integer('train.checkpoint_every', train.checkpoint_every, 0)
   integer('train.keep_checkpoints', train.keep_checkpoints, 1)
+  _check_xla_options(config)
 
   ev = config.eval
   integer('eval.num_examples', ev.num_examples, 1)
@@ -116,3 +117,28 @@ def check_batch_divides_devices(config, num_devices=None):
             f'must be a multiple of the number of devices ({num_devices}: '
             f'the batch is split evenly over them; {jax.devices()[0].platform}'
             f' devices here)')
+
+
+def xla_options(config) -> dict:
+  """``config.train.xla_options`` as the dict ``Lowered.compile`` takes."""
+  options = config.train.xla_options
+  return dict(options.to_dict() if hasattr(options, 'to_dict') else options)
+
+
+def _check_xla_options(config):
+  """Names and values first, then XLA itself on an empty program (~20 ms),
+  so that a misspelt option fails here rather than after tracing a model."""
+  options = xla_options(config)
+  for name, value in options.items():
+    if not name.startswith('xla_'):
+      _fail(f'train.xla_options.{name}', value,
+            "option names are XLA DebugOptions fields, starting with 'xla_'")
+    if not isinstance(value, (bool, int, float, str)):
+      _fail(f'train.xla_options.{name}', value,
+            'values are bool, int, float or str')
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    jax.jit(lambda: 0).lower().compile(options)
+  except Exception as e:  # pylint: disable=broad-except
+    _fail('train.xla_options', options,
+          f'XLA refused them ({str(e).splitlines()[0] if str(e) else type(e).__name__})')

@@ -67,6 +67,20 @@ def test_unknown_task_option_lists_the_generators_options():
     validation.validate(config)
 
 
+@pytest.mark.parametrize('name,value,expected', [
+    ('xla_no_such_option', 1, "XLA refused them (INVALID_ARGUMENT: No such compile option: 'xla_no_such_option')"),
+    ('optimization_level', 1, "config.train.xla_options.optimization_level=1 is invalid: option names are XLA DebugOptions fields, starting with 'xla_'"),
+    ('xla_cpu_enable_fast_math', [1], 'values are bool, int, float or str'),
+])
+def test_bad_xla_options_fail_before_any_model_compiles(name, value, expected):
+  config = cnn_lstm.get_config()
+  with config.unlocked():
+    config.train.xla_options[name] = value
+  with pytest.raises(validation.ConfigError) as info:
+    validation.validate(config)
+  assert expected in str(info.value)
+
+
 @pytest.mark.parametrize('args,expected', [
     (['--config.task.out_index=7'], 'config.task.out_index=7 is invalid: must be <= 4'),
     (['--config.train.stpes=3'], 'Did you mean "steps"'),
