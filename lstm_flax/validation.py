@@ -4,6 +4,7 @@ Every failure raises :class:`ConfigError` naming the field, its value and
 what would be valid; ``train.py`` prints it and exits with status 2.
 """
 
+import functools
 import inspect
 import numbers
 
@@ -136,9 +137,18 @@ def _check_xla_options(config):
     if not isinstance(value, (bool, int, float, str)):
       _fail(f'train.xla_options.{name}', value,
             'values are bool, int, float or str')
+  refusal = _xla_refusal(tuple(sorted(options.items())))
+  if refusal:
+    _fail('train.xla_options', options, f'XLA refused them ({refusal})')
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_refusal(options) -> str:
+  """XLA's error compiling an empty program with ``options``, '' if none
+  (once per process and option set)."""
   import jax  # pylint: disable=g-import-not-at-top
   try:
-    jax.jit(lambda: 0).lower().compile(options)
+    jax.jit(lambda: 0).lower().compile(dict(options))
   except Exception as e:  # pylint: disable=broad-except
-    _fail('train.xla_options', options,
-          f'XLA refused them ({str(e).splitlines()[0] if str(e) else type(e).__name__})')
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+  return ''
