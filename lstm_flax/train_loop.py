@@ -34,8 +34,9 @@ from lstm_flax import workdir as workdir_lib
 
 TrainState = train_state.TrainState
 
-# Programs that run once (init, eval) compile with LLVM at -O0: 3-4x faster to
-# compile on CPU, and they are too short for the slower code to matter.
+# Programs that run once and briefly (init, predict) compile with LLVM at -O0:
+# 3-4x faster to compile on CPU, too short for the slower code to matter.
+# Train and eval compile with ``config.train.xla_options`` as they are.
 _RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0}
 
 # Streams folded from the run's seed: parameters, training batches, eval.
@@ -311,7 +312,8 @@ def build(config, programs=('train', 'eval', 'predict'),
           after_lowering=None) -> Experiment:
   """Builds the task, model and optimizer of ``config``, the initial state,
   and compiles the ``programs`` asked for (others are None) from shapes
-  alone.  Init, eval and predict run once, so they compile at -O0.
+  alone.  Train and eval compile with ``config.train.xla_options``; init and
+  predict, which run once and briefly, at -O0.
 
   The first program compiles before ``build`` returns; the others compile in
   a background thread (tracing is Python, XLA's compiler one thread) while
@@ -354,8 +356,10 @@ def build(config, programs=('train', 'eval', 'predict'),
     raise ValueError(f'unknown program {name!r}: expected train, eval or predict')
 
   def compile_program(name, lowered):
-    return lowered.compile(validation.xla_options(config) if name == 'train'
-                           else _RUN_ONCE_OPTIONS)
+    options = validation.xla_options(config)
+    if name not in ('train', 'eval'):
+      options.update(_RUN_ONCE_OPTIONS)
+    return lowered.compile(options)
 
   def compile_later(names):
     start = time.perf_counter()
