@@ -30,6 +30,11 @@ Every layer takes ``reverse`` (process time backwards, outputs kept in input
 order), ``seq_lengths`` (right-padded batches), and Keras-style ``dropout`` /
 ``recurrent_dropout`` (one mask per sequence, shared by all time steps and
 gates, drawn from the ``'dropout'`` rng stream).
+
+The LSTM's loop runs, by default, through ``recurrence.lstm_recurrence`` (a
+hand-written gradient; ``recurrence='fused'``); padded batches, recurrent
+dropout, the GRU and ``recurrence='scan'`` use ``nn.scan`` over the cells
+below.  ``lstm_stack_wavefront`` runs a stack of LSTM layers as one loop.
 """
 
 from typing import Any, Callable, Optional, Tuple
@@ -38,10 +43,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lstm_flax import recurrence
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
 MERGE_MODES = ('concat', 'sum', 'mean', 'multiply')
+RECURRENCES = ('fused', 'scan')
 
 
 def keras_lstm_bias_init(key, shape, dtype=jnp.float32):
@@ -187,6 +195,84 @@ def scan_unroll(unroll: int, steps: int) -> int:
   return unroll or (steps if steps <= 8 else 1)
 
 
+def time_major_inputs(inputs, kernel, hoisted):
+  """(B, T, F) inputs -> ``(x, kernel)`` for ``recurrence.lstm_recurrence``:
+  time-major (T, B, F) inputs and the kernel, or, ``hoisted``, the
+  projections ``x @ kernel`` (T, B, G) float32 for all steps and None.
+  Whichever of inputs or projections is narrower gets transposed (XLA's
+  transposes of a (B, T, .) array cost more than the loop at batch 256)."""
+  dtype = kernel.dtype
+  if not hoisted:
+    return jnp.swapaxes(inputs, 0, 1).astype(dtype), kernel
+  features, gates = kernel.shape
+  if gates < features:
+    projected = jnp.einsum('btf,fg->btg', inputs.astype(dtype), kernel,
+                           preferred_element_type=jnp.float32)
+    return jnp.swapaxes(projected, 0, 1), None
+  return jnp.einsum('tbf,fg->tbg', jnp.swapaxes(inputs, 0, 1).astype(dtype),
+                    kernel, preferred_element_type=jnp.float32), None
+
+
+def _wavefront_matrix(weights):
+  """The (S, 4S) recurrent matrix of a wavefront over layers of sizes H_l
+  (S = sum H_l): rows are every layer's h, columns gate-major (all layers'
+  i, then f, c, o).  Layer l's columns read its own h through its
+  ``recurrent_kernel`` and layer l-1's h through its ``kernel``; every other
+  block is zero."""
+  sizes = [u.shape[0] for _, u, _ in weights]
+  gates = []
+  for g in range(4):
+    for l, (kernel, recurrent_kernel, _) in enumerate(weights):
+      h = sizes[l]
+      block = slice(g * h, (g + 1) * h)
+      rows = [recurrent_kernel[:, block] if r == l else
+              kernel[:, block] if r == l - 1 else
+              jnp.zeros((size, h), kernel.dtype)
+              for r, size in enumerate(sizes)]
+      gates.append(jnp.concatenate(rows, axis=0))
+  return jnp.concatenate(gates, axis=1)
+
+
+def lstm_stack_wavefront(inputs, weights, return_sequences=False, unroll=0,
+                         dtype=None, input_projection='auto'):
+  """A stack of LSTM layers run as a wavefront: iteration i of one loop
+  computes step i - l of every layer l at once, so L layers over T steps take
+  T + L - 1 sequential iterations instead of L * T, each one matmul of all
+  layers' states and one fused gate update (``recurrence.py``).  Same
+  equations and, up to float rounding, the same results as running the
+  layers one after another.
+
+  inputs (B, T, F); ``weights``: per layer, input side first, its Keras
+  ``(kernel (F_l, 4H_l), recurrent_kernel (H_l, 4H_l), bias (4H_l,))``.
+  ``input_projection``: layer 0's, as for :class:`LSTM`.
+  Returns the last layer's outputs: (B, T, H_last) with
+  ``return_sequences``, else its final output (B, H_last).
+  """
+  batch, steps, features = inputs.shape
+  dtype = dtype or inputs.dtype
+  sizes = tuple(u.shape[0] for _, u, _ in weights)
+  total, layers = sum(sizes), len(sizes)
+  matrix = _wavefront_matrix(weights).astype(dtype)
+  bias = jnp.concatenate([b.reshape(4, -1)[g] for g in range(4)
+                          for _, _, b in weights])
+  # Layer 0's kernel in its columns of each gate, zeros in the others'.
+  kernel = jnp.pad(weights[0][0].reshape(features, 4, sizes[0]),
+                   ((0, 0), (0, 0), (0, total - sizes[0]))
+                   ).reshape(features, 4 * total).astype(dtype)
+  x, kernel = time_major_inputs(
+      inputs, kernel, hoist_input_projection(input_projection, batch, steps,
+                                             features, sizes[0]))
+  # L - 1 more steps of zeros: the iterations that finish the upper layers.
+  x = jnp.pad(x, ((0, layers - 1), (0, 0), (0, 0)))
+  zeros = jnp.zeros((batch, total), jnp.float32)
+  hs, h_last, _ = recurrence.lstm_recurrence(
+      x, kernel, bias, matrix, zeros, zeros, sizes,
+      scan_unroll(unroll, steps + layers - 1), return_sequences)
+  if not return_sequences:
+    return h_last[:, total - sizes[-1]:]
+  return jnp.swapaxes(hs[layers - 1:, :, total - sizes[-1]:], 0, 1)
+
+
 class _Recurrent(nn.Module):
   """What LSTM and GRU share: input dropout, the hoisted input projection,
   reversal, padding masks, recurrent dropout and the scan over time."""
@@ -229,6 +315,14 @@ class _Recurrent(nn.Module):
     if input_mask is not None:
       self.sow('intermediates', 'input_dropout_mask', input_mask)
       inputs = inputs * input_mask[:, None, :]
+    recurrent_mask = self._dropout_mask(self.recurrent_dropout,
+                                        (batch, self.units), deterministic)
+    if recurrent_mask is not None:
+      self.sow('intermediates', 'recurrent_dropout_mask', recurrent_mask)
+    if (cell is LSTMCell and self._fused() and seq_lengths is None and
+        recurrent_mask is None):
+      return self._run_fused(inputs, kernel, input_bias, weights[0],
+                             initial_carry)
     hoisted = hoist_input_projection(self.input_projection, batch, steps,
                                      features, self.units)
     if hoisted:
@@ -249,10 +343,6 @@ class _Recurrent(nn.Module):
       valid = jnp.arange(steps)[None, :] < seq_lengths[:, None]   # (B, T)
     if self.reverse:
       projected = reverse_valid(projected, seq_lengths)
-    recurrent_mask = self._dropout_mask(self.recurrent_dropout,
-                                        (batch, self.units), deterministic)
-    if recurrent_mask is not None:
-      self.sow('intermediates', 'recurrent_dropout_mask', recurrent_mask)
     scan = nn.scan(scanned_cell, variable_broadcast='params',
                    split_rngs={'params': False},
                    in_axes=(1, nn.broadcast), out_axes=1,
@@ -269,6 +359,30 @@ class _Recurrent(nn.Module):
 
   def _cell_options(self):
     return {}
+
+  def _fused(self):
+    return False
+
+  def _run_fused(self, inputs, kernel, input_bias, recurrent_kernel,
+                 initial_carry):
+    """The LSTM through ``recurrence.lstm_recurrence`` (no padding masks, no
+    recurrent dropout): same results as the scan, a hand-written gradient."""
+    batch, steps, features = inputs.shape
+    dtype = self.dtype or inputs.dtype
+    hoisted = hoist_input_projection(self.input_projection, batch, steps,
+                                     features, self.units)
+    x, kernel = time_major_inputs(inputs, kernel.astype(dtype), hoisted)
+    if self.reverse:
+      x = jnp.flip(x, axis=0)
+    h0, c0 = initial_carry
+    hs, h, c = recurrence.lstm_recurrence(
+        x, kernel, input_bias, recurrent_kernel, h0, c0, None,
+        scan_unroll(self.unroll, steps), self.return_sequences)
+    if not self.return_sequences:
+      return h, (h, c)
+    if self.reverse:
+      hs = jnp.flip(hs, axis=0)
+    return jnp.swapaxes(hs, 0, 1), (h, c)
 
 
 class LSTM(_Recurrent):
@@ -297,6 +411,10 @@ class LSTM(_Recurrent):
       matmul, one mask per sequence (B, H), sampled outside the scan.
     deterministic: no dropout; may also be given to ``__call__``.  Needed
       (one of the two) only when a dropout rate is > 0.
+    recurrence: ``'fused'`` (``recurrence.lstm_recurrence``: a hand-written
+      gradient, the weights' gradients one matmul after the loop) or
+      ``'scan'`` (``nn.scan`` of :class:`LSTMCell`, autodiff).  Same results;
+      padded batches (``seq_lengths``) and recurrent dropout always scan.
   Parameters (Keras layout): ``kernel`` (F, 4H), ``recurrent_kernel`` (H, 4H),
   ``bias`` (4H,), gates ordered i, f, c, o.
   """
@@ -308,6 +426,13 @@ class LSTM(_Recurrent):
   dropout: float = 0.0
   recurrent_dropout: float = 0.0
   deterministic: Optional[bool] = None
+  recurrence: str = 'fused'
+
+  def _fused(self):
+    if self.recurrence not in RECURRENCES:
+      raise ValueError(f'LSTM.recurrence={self.recurrence!r}: use one of '
+                       f'{list(RECURRENCES)}')
+    return self.recurrence == 'fused'
 
   @nn.compact
   def __call__(self, inputs: Array,
@@ -337,6 +462,21 @@ class LSTM(_Recurrent):
                                (recurrent_kernel.astype(dtype),), initial_carry,
                                seq_lengths, deterministic)
     return (outputs, carry) if self.return_state else outputs
+
+
+class LSTMWeights(LSTM):
+  """An LSTM layer's parameters alone — same names, shapes and initialisers
+  as :class:`LSTM` (same values from the same key) — for code that runs the
+  layer itself (``lstm_stack_wavefront``).  ``features`` -> ``(kernel,
+  recurrent_kernel, bias)``."""
+
+  @nn.compact
+  def __call__(self, features: int):  # pylint: disable=arguments-differ
+    h4 = 4 * self.units
+    return (self.param('kernel', self.kernel_init, (features, h4)),
+            self.param('recurrent_kernel', self.recurrent_kernel_init,
+                       (self.units, h4)),
+            self.param('bias', self.bias_init, (h4,)))
 
 
 class GRU(_Recurrent):

@@ -15,10 +15,42 @@ from lstm_flax import conv_pool
 from lstm_flax import validation as v
 from lstm_flax.lstm import LSTM
 from lstm_flax.lstm import MERGE_MODES
+from lstm_flax.lstm import RECURRENCES
 from lstm_flax.lstm import RECURRENT_LAYERS
 from lstm_flax.lstm import Bidirectional
+from lstm_flax.lstm import LSTMWeights
+from lstm_flax.lstm import lstm_stack_wavefront
 
 glorot_uniform = nn.initializers.glorot_uniform()
+LAYER_SCHEDULES = ('wavefront', 'layerwise')
+
+
+def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
+               **options):
+  """LSTM layers ``layer_sizes`` (submodules ``names``) one into the next,
+  inside the calling module; the last returns its whole sequence or, without
+  ``return_sequences``, its final output.  ``layer_schedule``: 'wavefront'
+  runs two or more fused layers as one loop (``lstm.lstm_stack_wavefront``;
+  same parameters), 'layerwise' one loop per layer.  ``options``: the
+  layers' ``unroll``, ``dtype``, ``input_projection`` and ``recurrence``.
+  """
+  if layer_schedule not in LAYER_SCHEDULES:
+    raise ValueError(f'layer_schedule={layer_schedule!r}: use one of '
+                     f'{list(LAYER_SCHEDULES)}')
+  if (layer_schedule == 'wavefront' and len(layer_sizes) > 1 and
+      options.get('recurrence', 'fused') == 'fused'):
+    weights, features = [], inputs.shape[-1]
+    for units, name in zip(layer_sizes, names):
+      weights.append(LSTMWeights(units, name=name)(features))
+      features = units
+    return lstm_stack_wavefront(
+        inputs, weights, return_sequences, options.get('unroll', 0),
+        options.get('dtype'), options.get('input_projection', 'auto'))
+  x = inputs
+  for i, (units, name) in enumerate(zip(layer_sizes, names)):
+    x = LSTM(units, return_sequences=return_sequences or i < len(names) - 1,
+             name=name, **options)(x)
+  return x
 
 
 class StackedLSTM(nn.Module):
@@ -35,15 +67,16 @@ class StackedLSTM(nn.Module):
   unroll: int = 0                   # 0: auto (see lstm.LSTM)
   dtype: Optional[Any] = None
   input_projection: str = 'auto'    # 'auto', 'hoisted' or 'in_scan'
+  recurrence: str = 'fused'         # or 'scan' (see lstm.LSTM)
+  layer_schedule: str = 'wavefront'  # or 'layerwise' (see lstm_stack_wavefront)
 
   @nn.compact
   def __call__(self, inputs):
-    x = inputs
-    last = len(self.layer_sizes) - 1
-    for i, units in enumerate(self.layer_sizes):
-      x = LSTM(units, return_sequences=i < last, unroll=self.unroll,
-               dtype=self.dtype, input_projection=self.input_projection,
-               name=f'lstm_{i}')(x)
+    x = lstm_stack(inputs, self.layer_sizes,
+                   [f'lstm_{i}' for i in range(len(self.layer_sizes))],
+                   False, self.layer_schedule, unroll=self.unroll,
+                   dtype=self.dtype, input_projection=self.input_projection,
+                   recurrence=self.recurrence)
     return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                     name='dense')(x)
 
@@ -109,6 +142,8 @@ class CNNLSTM(nn.Module):
   unroll: int = 0
   dtype: Optional[Any] = None
   input_projection: str = 'auto'
+  recurrence: str = 'fused'
+  layer_schedule: str = 'wavefront'
 
   @nn.compact
   def __call__(self, frames):
@@ -118,7 +153,8 @@ class CNNLSTM(nn.Module):
     x = encoder(self.conv_features, self.kernel_size, self.pool_size,
                 self.encoder_implementation, name='encoder')(frames)
     return StackedLSTM(self.layer_sizes, self.num_outputs, self.unroll,
-                       self.dtype, self.input_projection, name='rnn')(x)
+                       self.dtype, self.input_projection, self.recurrence,
+                       self.layer_schedule, name='rnn')(x)
 
 
 class EncoderDecoder(nn.Module):
@@ -139,19 +175,22 @@ class EncoderDecoder(nn.Module):
   unroll: int = 0
   dtype: Optional[Any] = None
   input_projection: str = 'auto'
+  recurrence: str = 'fused'
+  layer_schedule: str = 'wavefront'
 
   @nn.compact
   def __call__(self, inputs):
     x = inputs
     options = {'unroll': self.unroll, 'dtype': self.dtype,
-               'input_projection': self.input_projection}
+               'input_projection': self.input_projection,
+               'recurrence': self.recurrence}
     encoder = self.layer_sizes[:self.encoder_depth]
-    for i, units in enumerate(encoder):
-      x = LSTM(units, return_sequences=i < len(encoder) - 1,
-               name=f'encoder_{i}', **options)(x)
+    decoder = self.layer_sizes[self.encoder_depth:]
+    x = lstm_stack(x, encoder, [f'encoder_{i}' for i in range(len(encoder))],
+                   False, self.layer_schedule, **options)
     x = jnp.repeat(x[:, None, :], self.output_steps, axis=1)
-    for i, units in enumerate(self.layer_sizes[self.encoder_depth:]):
-      x = LSTM(units, return_sequences=True, name=f'decoder_{i}', **options)(x)
+    x = lstm_stack(x, decoder, [f'decoder_{i}' for i in range(len(decoder))],
+                   True, self.layer_schedule, **options)
     return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                     name='dense')(x)
 
@@ -178,20 +217,29 @@ class PerStepRNN(nn.Module):
   unroll: int = 0
   dtype: Optional[Any] = None
   input_projection: str = 'auto'
+  recurrence: str = 'fused'
+  layer_schedule: str = 'wavefront'
 
   @nn.compact
   def __call__(self, inputs):
     x = inputs
     options = {'unroll': self.unroll, 'dtype': self.dtype,
                'input_projection': self.input_projection}
-    for i, units in enumerate(self.layer_sizes):
-      if self.bidirectional:
+    if self.cell == 'lstm':
+      options['recurrence'] = self.recurrence
+    names = [f'rnn_{i}' for i in range(len(self.layer_sizes))]
+    if self.bidirectional:
+      for units, name in zip(self.layer_sizes, names):
         x = Bidirectional(units, self.cell, self.merge_mode,
                           return_sequences=True, layer_options=options,
-                          name=f'rnn_{i}')(x)
-      else:
+                          name=name)(x)
+    elif self.cell == 'lstm':
+      x = lstm_stack(x, self.layer_sizes, names, True, self.layer_schedule,
+                     **options)
+    else:
+      for units, name in zip(self.layer_sizes, names):
         x = RECURRENT_LAYERS[self.cell](units, return_sequences=True,
-                                        name=f'rnn_{i}', **options)(x)
+                                        name=name, **options)(x)
     return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                     name='dense')(x)
 
@@ -235,6 +283,9 @@ def check_model_config(model_config, task_config, input_kind,
   v.choice('model.input_projection', options.get('input_projection', 'auto'),
            ('auto', 'hoisted', 'in_scan'))
   v.choice('model.dtype', options.get('dtype', 'float32'), ('float32', 'bfloat16'))
+  v.choice('model.recurrence', options.get('recurrence', 'fused'), RECURRENCES)
+  v.choice('model.layer_schedule', options.get('layer_schedule', 'wavefront'),
+           LAYER_SCHEDULES)
   if name == 'encoder_decoder':
     if len(sizes) < 2:
       v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
