@@ -34,10 +34,13 @@ from lstm_flax import workdir as workdir_lib
 
 TrainState = train_state.TrainState
 
-# Programs that run once and briefly (init, predict) compile with LLVM at -O0:
-# 3-4x faster to compile on CPU, too short for the slower code to matter.
-# Train and eval compile with ``config.train.xla_options`` as they are.
-_RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0}
+# Programs that run once and briefly (init, predict) compile with LLVM at -O0
+# and without XLA's fusion emitters: on CPU 3-4x faster to compile (the
+# emitters alone: init 0.31-0.38 s instead of 0.46-0.71), too short for the
+# slower code to matter.  Train and eval compile with
+# ``config.train.xla_options`` and ``config.eval.xla_options``.
+_RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0,
+                     'xla_cpu_use_fusion_emitters': False}
 
 # Streams folded from the run's seed: parameters, training batches, eval.
 _INIT, _TRAIN, _EVAL = 0, 1, 2
@@ -314,13 +317,15 @@ def build(config, programs=('train', 'eval', 'predict'),
           after_lowering=None) -> Experiment:
   """Builds the task, model and optimizer of ``config``, the initial state,
   and compiles the ``programs`` asked for (others are None) from shapes
-  alone.  Train and eval compile with ``config.train.xla_options``; init and
-  predict, which run once and briefly, at -O0.
+  alone.  Train and eval compile with ``config.train.xla_options`` and
+  ``config.eval.xla_options``; init and predict, which run once and
+  briefly, at -O0.
 
-  The first program compiles before ``build`` returns; the others compile in
-  a background thread (tracing is Python, XLA's compiler one thread) while
-  the first one runs: on 2 CPU cores that hid eval's and predict's ~2 s of
-  compilation behind training.  Calling one of them waits for it.
+  The first program compiles on the calling thread while a background
+  thread compiles and runs init, then compiles the others (tracing is
+  Python, XLA's compiler one thread): on 2 CPU cores that took init's ~1 s
+  off the start and hid eval's and predict's ~2 s of compilation behind
+  training.  Calling a program compiled in the background waits for it.
   ``after_lowering`` (e.g. starting slow imports in a thread) is called once
   the first program is lowered, while XLA compiles it.
 
@@ -358,10 +363,9 @@ def build(config, programs=('train', 'eval', 'predict'),
     raise ValueError(f'unknown program {name!r}: expected train, eval or predict')
 
   def compile_program(name, lowered):
-    options = validation.xla_options(config)
-    if name not in ('train', 'eval'):
-      options.update(_RUN_ONCE_OPTIONS)
-    return lowered.compile(options)
+    if name in ('train', 'eval'):
+      return lowered.compile(validation.xla_options(config, name))
+    return lowered.compile(dict(_RUN_ONCE_OPTIONS))
 
   def compile_later(names):
     start = time.perf_counter()
@@ -370,24 +374,27 @@ def build(config, programs=('train', 'eval', 'predict'),
 
   start = time.perf_counter()
   # Tracing and lowering hold Python's GIL; XLA's compiler does not.  So the
-  # main thread lowers its programs first, then compiles them while the
-  # background thread traces the others (and runs ``after_lowering``).
-  lowered = {'init': init.lower(init_key)}
-  lowered.update((name, lower(name)) for name in programs[:1])
+  # main thread lowers the first program (from the state's shapes alone),
+  # then compiles it while a background thread lowers, compiles and runs
+  # init, then lowers and compiles the other programs (and
+  # ``after_lowering`` runs).
+  first = lower(programs[0]) if programs else None
+  executor = concurrent.futures.ThreadPoolExecutor(
+      1, thread_name_prefix='lstm_flax_compile')
+  initialized = executor.submit(
+      lambda: compile_program('init', init.lower(init_key))(init_key))
   background = None
   compiled = {}
   if programs[1:]:
-    executor = concurrent.futures.ThreadPoolExecutor(
-        1, thread_name_prefix='lstm_flax_compile')
     background = executor.submit(compile_later, programs[1:])
-    executor.shutdown(wait=False)
     for name in programs[1:]:
       compiled[name] = _CompiledLater(background, name)
+  executor.shutdown(wait=False)
   if after_lowering is not None:
     after_lowering()
-  state = compile_program('init', lowered.pop('init'))(init_key)
-  compiled.update((name, compile_program(name, low))
-                  for name, low in lowered.items())
+  if first is not None:
+    compiled[programs[0]] = compile_program(programs[0], first)
+  state = initialized.result()
   compile_seconds = time.perf_counter() - start
   return Experiment(config, task, state, compiled.get('train'),
                     compiled.get('eval'), compiled.get('predict'),

@@ -120,26 +120,27 @@ def check_batch_divides_devices(config, num_devices=None):
             f' devices here)')
 
 
-def xla_options(config) -> dict:
-  """``config.train.xla_options`` as the dict ``Lowered.compile`` takes."""
-  options = config.train.xla_options
+def xla_options(config, section: str = 'train') -> dict:
+  """``config.<section>.xla_options`` as the dict ``Lowered.compile`` takes."""
+  options = config[section].xla_options
   return dict(options.to_dict() if hasattr(options, 'to_dict') else options)
 
 
 def _check_xla_options(config):
   """Names and values first, then XLA itself on an empty program (~20 ms),
   so that a misspelt option fails here rather than after tracing a model."""
-  options = xla_options(config)
-  for name, value in options.items():
-    if not name.startswith('xla_'):
-      _fail(f'train.xla_options.{name}', value,
-            "option names are XLA DebugOptions fields, starting with 'xla_'")
-    if not isinstance(value, (bool, int, float, str)):
-      _fail(f'train.xla_options.{name}', value,
-            'values are bool, int, float or str')
-  refusal = _xla_refusal(tuple(sorted(options.items())))
-  if refusal:
-    _fail('train.xla_options', options, f'XLA refused them ({refusal})')
+  for section in ('train', 'eval'):
+    options = xla_options(config, section)
+    for name, value in options.items():
+      if not name.startswith('xla_'):
+        _fail(f'{section}.xla_options.{name}', value,
+              "option names are XLA DebugOptions fields, starting with 'xla_'")
+      if not isinstance(value, (bool, int, float, str)):
+        _fail(f'{section}.xla_options.{name}', value,
+              'values are bool, int, float or str')
+    refusal = _xla_refusal(tuple(sorted(options.items())))
+    if refusal:
+      _fail(f'{section}.xla_options', options, f'XLA refused them ({refusal})')
 
 
 @functools.lru_cache(maxsize=None)

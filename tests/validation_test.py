@@ -74,13 +74,15 @@ def test_unknown_task_option_lists_the_generators_options():
     ('optimization_level', 1, "config.train.xla_options.optimization_level=1 is invalid: option names are XLA DebugOptions fields, starting with 'xla_'"),
     ('xla_cpu_enable_fast_math', [1], 'values are bool, int, float or str'),
 ])
-def test_bad_xla_options_fail_before_any_model_compiles(name, value, expected):
+@pytest.mark.parametrize('section', ['train', 'eval'])
+def test_bad_xla_options_fail_before_any_model_compiles(section, name, value,
+                                                        expected):
   config = cnn_lstm.get_config()
   with config.unlocked():
-    config.train.xla_options[name] = value
+    config[section].xla_options[name] = value
   with pytest.raises(validation.ConfigError) as info:
     validation.validate(config)
-  assert expected in str(info.value)
+  assert expected.replace('config.train.', f'config.{section}.') in str(info.value)
 
 
 @pytest.mark.parametrize('args,expected', [
