@@ -28,8 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
                                    # 'in_scan' per step, 'auto': hoisted if
                                    # F > H or B*T <= 64 (lstm.hoist_input_projection)
   c.model.dtype = 'float32'        # matmul dtype: 'float32' or 'bfloat16'
-  c.model.recurrence = 'fused'     # LSTM loop: 'fused' (recurrence.py, hand-
-                                   # written gradient) or 'scan' (nn.scan, autodiff)
+  c.model.recurrence = 'auto'      # LSTM loop: 'fused' (recurrence.py, hand-
+                                   # written gradient), 'scan' (nn.scan, autodiff),
+                                   # 'auto': fused unless fully unrolled (T <= 8)
   c.model.layer_schedule = 'wavefront'  # stacked fused LSTMs: 'wavefront' (one
                                    # loop; layer l runs step t - l while layer 0
                                    # runs step t) or 'layerwise' (a loop per layer)

@@ -20,6 +20,7 @@ from lstm_flax.lstm import RECURRENT_LAYERS
 from lstm_flax.lstm import Bidirectional
 from lstm_flax.lstm import LSTMWeights
 from lstm_flax.lstm import lstm_stack_wavefront
+from lstm_flax.lstm import use_fused_recurrence
 
 glorot_uniform = nn.initializers.glorot_uniform()
 LAYER_SCHEDULES = ('wavefront', 'layerwise')
@@ -30,15 +31,17 @@ def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
   """LSTM layers ``layer_sizes`` (submodules ``names``) one into the next,
   inside the calling module; the last returns its whole sequence or, without
   ``return_sequences``, its final output.  ``layer_schedule``: 'wavefront'
-  runs two or more fused layers as one loop (``lstm.lstm_stack_wavefront``;
-  same parameters), 'layerwise' one loop per layer.  ``options``: the
+  runs two or more fused layers (``lstm.use_fused_recurrence``) as one loop
+  (``lstm.lstm_stack_wavefront``; same parameters), 'layerwise' one loop
+  per layer.  ``options``: the
   layers' ``unroll``, ``dtype``, ``input_projection`` and ``recurrence``.
   """
   if layer_schedule not in LAYER_SCHEDULES:
     raise ValueError(f'layer_schedule={layer_schedule!r}: use one of '
                      f'{list(LAYER_SCHEDULES)}')
   if (layer_schedule == 'wavefront' and len(layer_sizes) > 1 and
-      options.get('recurrence', 'fused') == 'fused'):
+      use_fused_recurrence(options.get('recurrence', 'auto'),
+                           options.get('unroll', 0), inputs.shape[1])):
     weights, features = [], inputs.shape[-1]
     for units, name in zip(layer_sizes, names):
       weights.append(LSTMWeights(units, name=name)(features))
@@ -67,7 +70,7 @@ class StackedLSTM(nn.Module):
   unroll: int = 0                   # 0: auto (see lstm.LSTM)
   dtype: Optional[Any] = None
   input_projection: str = 'auto'    # 'auto', 'hoisted' or 'in_scan'
-  recurrence: str = 'fused'         # or 'scan' (see lstm.LSTM)
+  recurrence: str = 'auto'          # 'fused', 'scan' (see lstm.LSTM)
   layer_schedule: str = 'wavefront'  # or 'layerwise' (see lstm_stack_wavefront)
 
   @nn.compact
@@ -142,7 +145,7 @@ class CNNLSTM(nn.Module):
   unroll: int = 0
   dtype: Optional[Any] = None
   input_projection: str = 'auto'
-  recurrence: str = 'fused'
+  recurrence: str = 'auto'
   layer_schedule: str = 'wavefront'
 
   @nn.compact
@@ -175,7 +178,7 @@ class EncoderDecoder(nn.Module):
   unroll: int = 0
   dtype: Optional[Any] = None
   input_projection: str = 'auto'
-  recurrence: str = 'fused'
+  recurrence: str = 'auto'
   layer_schedule: str = 'wavefront'
 
   @nn.compact
@@ -217,7 +220,7 @@ class PerStepRNN(nn.Module):
   unroll: int = 0
   dtype: Optional[Any] = None
   input_projection: str = 'auto'
-  recurrence: str = 'fused'
+  recurrence: str = 'auto'
   layer_schedule: str = 'wavefront'
 
   @nn.compact
@@ -283,7 +286,7 @@ def check_model_config(model_config, task_config, input_kind,
   v.choice('model.input_projection', options.get('input_projection', 'auto'),
            ('auto', 'hoisted', 'in_scan'))
   v.choice('model.dtype', options.get('dtype', 'float32'), ('float32', 'bfloat16'))
-  v.choice('model.recurrence', options.get('recurrence', 'fused'), RECURRENCES)
+  v.choice('model.recurrence', options.get('recurrence', 'auto'), RECURRENCES)
   v.choice('model.layer_schedule', options.get('layer_schedule', 'wavefront'),
            LAYER_SCHEDULES)
   if name == 'encoder_decoder':

@@ -84,7 +84,8 @@ def test_wavefront_equals_layer_by_layer(layer_sizes, input_projection):
   gradients as the layers one after another."""
   x = jax.random.normal(jax.random.key(1), (3, 8, 2))
   stacks = {s: models.StackedLSTM(layer_sizes, 2, layer_schedule=s,
-                                  input_projection=input_projection)
+                                  input_projection=input_projection,
+                                  recurrence='fused')
             for s in models.LAYER_SCHEDULES}
   params = {s: m.init(jax.random.key(0), x) for s, m in stacks.items()}
   assert jax.tree_util.tree_structure(params['wavefront']) == \
@@ -132,3 +133,20 @@ def test_unknown_recurrence_and_schedule_are_named():
   with pytest.raises(ValueError, match="layer_schedule='diagonal'"):
     models.StackedLSTM((3, 3), 1, layer_schedule='diagonal').init(
         jax.random.key(0), x)
+
+
+def test_auto_recurrence_is_fused_unless_fully_unrolled():
+  from lstm_flax.lstm import use_fused_recurrence  # pylint: disable=g-import-not-at-top
+  assert use_fused_recurrence('auto', 0, 50)      # stacked, cnn_lstm: T=50
+  assert not use_fused_recurrence('auto', 0, 5)   # echo: T=5, fully unrolled
+  assert not use_fused_recurrence('auto', 9, 9)
+  assert use_fused_recurrence('auto', 2, 9)
+  assert use_fused_recurrence('fused', 0, 5)
+  assert not use_fused_recurrence('scan', 0, 50)
+  # The default StackedLSTM on 50 steps runs one wavefront loop: no
+  # per-layer 'cell' scan in its parameters' call tree, one while loop.
+  model = models.StackedLSTM((4, 3), 1)
+  x = jnp.zeros((2, 50, 1))
+  params = model.init(jax.random.key(0), x)
+  text = jax.jit(model.apply).lower(params, x).as_text()
+  assert text.count('stablehlo.while') == 1

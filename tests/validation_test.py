@@ -23,7 +23,7 @@ BAD = [
     (vanilla, 'model.layer_sizes', (), 'non-empty tuple of positive integers'),
     (vanilla, 'model.layer_sizes', (20, 0), 'non-empty tuple of positive integers'),
     (vanilla, 'model.dtype', 'float16', "['bfloat16', 'float32']"),
-    (vanilla, 'model.recurrence', 'cudnn', "['fused', 'scan']"),
+    (vanilla, 'model.recurrence', 'cudnn', "['auto', 'fused', 'scan']"),
     (stacked, 'model.layer_schedule', 'diagonal', "['layerwise', 'wavefront']"),
     (vanilla, 'optimizer.learning_rate', 0.0, 'must be > 0'),
     (vanilla, 'optimizer.learning_rate', -1e-3, 'must be > 0'),
