@@ -31,11 +31,10 @@ order), ``seq_lengths`` (right-padded batches), and Keras-style ``dropout`` /
 ``recurrent_dropout`` (one mask per sequence, shared by all time steps and
 gates, drawn from the ``'dropout'`` rng stream).
 
-The LSTM's loop runs, by default, through ``recurrence.lstm_recurrence`` (a
-hand-written gradient; ``recurrence='fused'``, or ``'auto'`` for sequences
-too long to unroll fully); padded batches, recurrent
-dropout, the GRU and ``recurrence='scan'`` use ``nn.scan`` over the cells
-below.  ``lstm_stack_wavefront`` runs a stack of LSTM layers as one loop.
+The LSTM's loop runs through ``recurrence.lstm_recurrence`` (a hand-written
+gradient) with ``recurrence='fused'``, or ``'auto'`` (the default) for
+sequences too long to unroll fully; padded batches, recurrent dropout, the
+GRU and ``recurrence='scan'`` use ``nn.scan`` over the cells below.  ``lstm_stack_wavefront`` runs a stack of LSTM layers as one loop.
 """
 
 from typing import Any, Callable, Optional, Tuple
@@ -335,8 +334,7 @@ class _Recurrent(nn.Module):
                                         (batch, self.units), deterministic)
     if recurrent_mask is not None:
       self.sow('intermediates', 'recurrent_dropout_mask', recurrent_mask)
-    if (cell is LSTMCell and self._fused(steps) and seq_lengths is None and
-        recurrent_mask is None):
+    if self._fused(steps) and seq_lengths is None and recurrent_mask is None:
       return self._run_fused(inputs, kernel, input_bias, weights[0],
                              initial_carry)
     hoisted = hoist_input_projection(self.input_projection, batch, steps,
@@ -377,6 +375,7 @@ class _Recurrent(nn.Module):
     return {}
 
   def _fused(self, steps):
+    """Whether to run ``_run_fused`` (an LSTM-only path) instead of the scan."""
     del steps
     return False
 

@@ -33,8 +33,8 @@ def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
   ``return_sequences``, its final output.  ``layer_schedule``: 'wavefront'
   runs two or more fused layers (``lstm.use_fused_recurrence``) as one loop
   (``lstm.lstm_stack_wavefront``; same parameters), 'layerwise' one loop
-  per layer.  ``options``: the
-  layers' ``unroll``, ``dtype``, ``input_projection`` and ``recurrence``.
+  per layer.  ``options``: the layers' ``unroll``, ``dtype``,
+  ``input_projection`` and ``recurrence``.
   """
   if layer_schedule not in LAYER_SCHEDULES:
     raise ValueError(f'layer_schedule={layer_schedule!r}: use one of '
