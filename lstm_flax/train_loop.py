@@ -28,6 +28,7 @@ import optax
 
 from lstm_flax import checkpoints
 from lstm_flax import models
+from lstm_flax import prng
 from lstm_flax import tasks
 from lstm_flax import validation
 from lstm_flax import workdir as workdir_lib
@@ -55,10 +56,10 @@ def run_keys(seed: int, eval_seed: int, num_seeds: int = 1):
   is shared, so every replica is scored on the same held-out examples.
   """
   def keys(s):
-    root = jax.random.key(s)
+    root = prng.key(s)
     return jax.random.fold_in(root, _INIT), jax.random.fold_in(root, _TRAIN)
 
-  eval_key = jax.random.fold_in(jax.random.key(eval_seed), _EVAL)
+  eval_key = jax.random.fold_in(prng.key(eval_seed), _EVAL)
   if num_seeds == 1:
     return (*keys(seed), eval_key)
   init_keys, train_keys = jax.vmap(keys)(jnp.arange(seed, seed + num_seeds,
