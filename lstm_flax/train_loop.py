@@ -55,16 +55,11 @@ def run_keys(seed: int, eval_seed: int, num_seeds: int = 1):
   gets exactly the keys of a single run with seed ``seed + i``.  The eval key
   is shared, so every replica is scored on the same held-out examples.
   """
-  def keys(s):
-    root = prng.key(s)
-    return jax.random.fold_in(root, _INIT), jax.random.fold_in(root, _TRAIN)
-
-  eval_key = jax.random.fold_in(prng.key(eval_seed), _EVAL)
-  if num_seeds == 1:
-    return (*keys(seed), eval_key)
-  init_keys, train_keys = jax.vmap(keys)(jnp.arange(seed, seed + num_seeds,
-                                                    dtype=jnp.uint32))
-  return init_keys, train_keys, eval_key
+  # Derived on the host: eager jax.random calls would compile a program each.
+  seeds = (np.int64(seed) if num_seeds == 1 else
+           np.arange(seed, seed + num_seeds, dtype=np.int64))
+  return (prng.keys_on_host(seeds, _INIT), prng.keys_on_host(seeds, _TRAIN),
+          prng.keys_on_host(eval_seed, _EVAL))
 
 
 def _replicas(key) -> int:
@@ -334,7 +329,10 @@ def build(config, programs=('train', 'eval', 'predict'),
   over it, parameters and optimizer state replicated.
   """
   task = validation.validate(config)
-  model = models.make_model(config.model, task.num_outputs)
+  model_config = dict(config.model)
+  if validation.optimize_for(config) == 'compile_time' and not model_config['unroll']:
+    model_config['unroll'] = 1  # one loop body to compile, not T copies
+  model = models.make_model(model_config, task.num_outputs)
   steps = config.train.steps
   steps_per_call = min(config.train.steps_per_call, steps)
   num_seeds = config.num_seeds
@@ -618,12 +616,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   steps = config.train.steps
   num_seeds = config.num_seeds
   logging.info('%s: %s on %d %s device(s) in %d process(es), %d steps of '
-               'batch %d, %d per call%s; init and train compiled in %.2fs '
-               '(the rest compiles in the background)', config.name,
-               exp.task.name, jax.device_count(), jax.devices()[0].platform,
-               jax.process_count(), steps, config.train.batch_size,
-               exp.steps_per_call,
+               'batch %d, %d per call%s; init and train (optimized for %s) '
+               'compiled in %.2fs (the rest compiles in the background)',
+               config.name, exp.task.name, jax.device_count(),
+               jax.devices()[0].platform, jax.process_count(), steps,
+               config.train.batch_size, exp.steps_per_call,
                f', {num_seeds} seeds at once' if num_seeds > 1 else '',
+               validation.optimize_for(config).replace('_', ' '),
                exp.compile_seconds)
   if writer:
     workdir_lib.write_json(os.path.join(workdir, 'config.json'),

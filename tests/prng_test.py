@@ -76,3 +76,25 @@ def test_compiles_without_a_loop():
   default = jax.jit(lambda k: jax.random.bits(jax.random.fold_in(k, 3), (4,))).lower(
       jax.random.key(0)).as_text()
   assert 'while' in default  # JAX's CPU lowering: what prng.py avoids
+
+
+@pytest.mark.parametrize('seeds', [0, 2**32 - 1, [3, 4, 5], [[0, 1], [2, 2**31]]])
+def test_keys_on_host_equal_jax_random(seeds):
+  def reference(seed):
+    key = jax.random.key(seed)
+    for fold in (2, 2**32 - 1):
+      key = jax.random.fold_in(key, fold)
+    return jax.random.key_data(key)
+
+  got = prng.keys_on_host(np.asarray(seeds), 2, 2**32 - 1)
+  assert got.shape == np.shape(seeds)
+  assert got.dtype == prng.key(0).dtype
+  want = np.vectorize(reference, signature='()->(2)')(np.asarray(seeds, np.uint32))
+  np.testing.assert_array_equal(jax.random.key_data(got), want)
+
+
+@pytest.mark.parametrize('seeds,folds', [(-1, ()), (2**32, ()), (1.5, ()), (0, (-2,)),
+                                         (0, (2**32,))])
+def test_keys_on_host_rejects_out_of_range(seeds, folds):
+  with pytest.raises(ValueError, match=r'\[0, 2\*\*32\)'):
+    prng.keys_on_host(np.asarray(seeds), *folds)

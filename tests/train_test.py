@@ -195,3 +195,33 @@ def test_figure_is_skipped_with_one_log_line_without_matplotlib(tmp_path, monkey
   assert results['steps'] == 5
   assert not (tmp_path / 'forecast.png').exists()
   assert sum('figure skipped' in m for m in messages) == 1
+
+
+@pytest.mark.parametrize('goal,unroll,want_unroll,want_emitters', [
+    ('compile_time', 0, 1, False),
+    ('compile_time', 5, 5, False),       # an explicit unroll is kept
+    ('step_time', 0, 0, True),
+])
+def test_build_compiles_the_train_program_for_what_optimize_for_says(
+    goal, unroll, want_unroll, want_emitters, monkeypatch):
+  config = _tiny(vanilla, steps=3, steps_per_call=3)
+  with config.unlocked():
+    config.train.optimize_for = goal
+    config.model.unroll = unroll
+  compiled_with = []
+  real_compile = jax.stages.Lowered.compile
+
+  def compile_(self, options=None, **kwargs):
+    compiled_with.append(dict(options or {}))
+    return real_compile(self, options, **kwargs)
+
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', compile_)
+  exp = train_loop.build(config, programs=('train',))
+  assert exp.state.apply_fn.__self__.unroll == want_unroll
+  # The last -O1 compile is the train program's (validation may compile an
+  # empty program with the same options first; init compiles at -O0).
+  train_options = [o for o in compiled_with
+                   if o.get('xla_backend_optimization_level') == 1][-1]
+  assert train_options['xla_cpu_use_fusion_emitters'] == want_emitters
+  state, losses = exp.train_chunk(exp.state, 3)
+  assert np.isfinite(np.asarray(losses)).all() and train_loop.state_step(state) == 3

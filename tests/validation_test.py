@@ -32,6 +32,7 @@ BAD = [
     (vanilla, 'train.steps', 0, 'must be >= 1'),
     (vanilla, 'train.batch_size', -4, 'must be >= 1'),
     (vanilla, 'train.steps_per_call', 0, 'must be >= 1'),
+    (vanilla, 'train.optimize_for', 'fast', "['auto', 'compile_time', 'step_time']"),
     (vanilla, 'eval.batch_size', 300, 'must divide config.eval.num_examples=1000'),
     (vanilla, 'eval.num_examples', 0, 'must be >= 1'),
     (stacked, 'task.decay_max', 0.001, 'must be >= 0.01'),
@@ -99,3 +100,27 @@ def test_cli_exits_2_without_traceback_before_compiling(tmp_path, args, expected
   assert expected in proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not os.path.exists(tmp_path / 'w')   # nothing was started
+
+
+@pytest.mark.parametrize('goal,steps,batch,seeds,resolved', [
+    ('auto', 2000, 1, 1, 'compile_time'),        # the vanilla seed protocol
+    ('auto', 39_999, 1, 1, 'compile_time'),
+    ('auto', 40_000, 1, 1, 'step_time'),
+    ('auto', 2000, 32, 1, 'step_time'),          # 64,000 examples
+    ('auto', 1999, 10, 2, 'compile_time'),       # 39,980 examples in all
+    ('auto', 2000, 10, 2, 'step_time'),          # 40,000
+    ('step_time', 10, 1, 1, 'step_time'),
+    ('compile_time', 10**6, 256, 1, 'compile_time'),
+])
+def test_optimize_for_auto_is_compile_time_for_short_runs(goal, steps, batch, seeds,
+                                                          resolved):
+  config = vanilla.get_config()
+  with config.unlocked():
+    config.train.optimize_for = goal
+    config.train.steps, config.train.batch_size, config.num_seeds = steps, batch, seeds
+  assert validation.optimize_for(config) == resolved
+  emitters = validation.xla_options(config, 'train')['xla_cpu_use_fusion_emitters']
+  assert emitters == (resolved == 'step_time')   # vanilla.py turns them on
+  # The eval program's options never depend on it.
+  assert (validation.xla_options(config, 'eval') ==
+          config.eval.xla_options.to_dict())
