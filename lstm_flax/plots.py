@@ -30,7 +30,11 @@ def forecast_figure(workdir, inputs, targets, predictions):
     ax.grid(alpha=0.3)
   axes[0, 0].legend(loc='upper right', fontsize=8)
   axes[-1, 0].set_xlabel('time step i')
-  fig.tight_layout()
+  # Fixed margins: tight_layout measured every text box and took ~40% of the
+  # figure's 0.6-0.9 s (part of every stacked.py run).
+  height = 2.2 * n   # inches: room for the x label below, a title above
+  fig.subplots_adjust(left=0.09, right=0.98, bottom=0.5 / height,
+                      top=1 - 0.3 / height, hspace=0.35)
   path = os.path.join(workdir, 'forecast.png')
   fig.savefig(path, dpi=100)
   plt.close(fig)
