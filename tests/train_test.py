@@ -105,6 +105,28 @@ def test_evaluate_is_independent_of_eval_batch_size():
     train_loop.make_evaluate(task, 200, 30, eval_key)
 
 
+@pytest.mark.parametrize('num_seeds', [1, 2])
+def test_eval_program_keeps_the_predict_programs_examples(num_seeds):
+  config = _tiny(stacked)
+  task, state, _, eval_key = _setup(config)
+  params = state.params
+  if num_seeds > 1:   # replica 0 = the state above, replica 1 perturbed
+    params = jax.tree_util.tree_map(lambda p: jnp.stack([p, p * 1.5]), params)
+  plain = train_loop.make_evaluate(task, 200, 50, eval_key, num_seeds)(
+      state.apply_fn, params)
+  metrics, kept = train_loop.make_evaluate(
+      task, 200, 50, eval_key, num_seeds, keep_examples=4)(state.apply_fn, params)
+  want = train_loop.make_predict(task, 4, eval_key)(state.apply_fn, state.params)
+  for k in plain:
+    np.testing.assert_array_equal(plain[k], metrics[k])
+  assert len(kept) == 3
+  for got, expected in zip(kept, want):
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='keep_examples=51'):
+    train_loop.make_evaluate(task, 200, 50, eval_key, keep_examples=51)
+
+
 def test_train_and_evaluate_writes_results_and_metrics(tmp_path):
   config = _tiny(stacked, steps=12, steps_per_call=5, batch_size=4)
   with config.unlocked():
