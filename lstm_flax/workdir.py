@@ -13,6 +13,7 @@ from typing import Any
 from absl import logging
 
 from lstm_flax import checkpoints
+from lstm_flax import config_base
 
 
 class WorkdirError(RuntimeError):
@@ -53,6 +54,22 @@ def _run_identity(config_dict):
           for section, fields in config_dict.items() if section != 'eval'}
 
 
+def _with_new_fields(previous, current):
+  """``previous`` with the fields it lacks and ``current`` has set to their
+  defaults: a config.json written before a field was added to config_base
+  holds the same run as a config that leaves the field at its default."""
+  defaults = _run_identity(json.loads(json.dumps(
+      config_base.base_config().to_dict())))
+  previous = {k: dict(v) if isinstance(v, dict) else v
+              for k, v in previous.items()}
+  for section, fields in current.items():
+    if isinstance(fields, dict) and isinstance(previous.get(section), dict):
+      for k in fields:
+        if k not in previous[section] and k in (defaults.get(section) or {}):
+          previous[section][k] = defaults[section][k]
+  return previous
+
+
 def check_workdir(config, workdir: str, overwrite: bool = False):
   """Refuses a workdir that holds checkpoints or results of a different run
   (its config.json differs beyond eval and checkpoint settings), unless
@@ -65,6 +82,7 @@ def check_workdir(config, workdir: str, overwrite: bool = False):
   has_run = (checkpoints.saved_steps(workdir) or
              os.path.exists(os.path.join(workdir, 'results.json')))
   current = _run_identity(json.loads(json.dumps(config.to_dict())))
+  previous = _with_new_fields(previous, current)
   if not has_run or previous == current:
     return
   if not overwrite:

@@ -14,6 +14,7 @@ import pytest
 from configs import vanilla
 from lstm_flax import checkpoints
 from lstm_flax import train_loop
+from lstm_flax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -216,6 +217,19 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
                         cwd=ROOT, env=env, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert json.loads((tmp_path / 'config.json').read_text())['task']['out_index'] == 3
+
+
+def test_workdir_of_older_code_without_a_new_field_is_the_same_run(tmp_path):
+  config = vanilla.get_config()
+  saved = json.loads(json.dumps(config.to_dict()))
+  del saved['train']['optimize_for']         # written before the field existed
+  workdir_lib.write_json(str(tmp_path / 'config.json'), saved)
+  workdir_lib.write_json(str(tmp_path / 'results.json'), {})
+  workdir_lib.check_workdir(config, str(tmp_path))       # resumes: no error
+  with config.unlocked():
+    config.train.optimize_for = 'step_time'    # not the default: another run
+  with pytest.raises(workdir_lib.WorkdirError, match='train.optimize_for'):
+    workdir_lib.check_workdir(config, str(tmp_path))
 
 
 def test_learning_curve_plot_and_tensorboard_events(tmp_path):
