@@ -256,13 +256,14 @@ def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int,
 
   if num_seeds > 1:
     single = evaluate
-    evaluate = lambda apply_fn, params: jax.vmap(
-        lambda p: single(apply_fn, p))(params)
-    if keep_examples:
-      both = evaluate
-      evaluate = lambda apply_fn, params: (lambda m, kept: (
-          m, jax.tree_util.tree_map(lambda a: a[0], kept)))(
-              *both(apply_fn, params))
+
+    def evaluate(apply_fn, params):  # pylint: disable=function-redefined
+      out = jax.vmap(lambda p: single(apply_fn, p))(params)
+      if not keep_examples:
+        return out
+      metrics, kept = out
+      return metrics, jax.tree_util.tree_map(lambda a: a[0], kept)  # replica 0
+
   return jax.jit(evaluate, static_argnums=0,
                  out_shardings=None if mesh is None else replicated(mesh))
 
@@ -356,7 +357,8 @@ def build(config, programs=('train', 'eval', 'predict'),
   """
   task = validation.validate(config)
   model_config = dict(config.model)
-  if validation.optimize_for(config) == 'compile_time' and not model_config['unroll']:
+  if (validation.optimize_for(config) == 'compile_time' and
+      not model_config['unroll']):
     model_config['unroll'] = 1  # one loop body to compile, not T copies
   model = models.make_model(model_config, task.num_outputs)
   steps = config.train.steps
