@@ -244,8 +244,9 @@ def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int,
       metrics = task.metrics(outputs, targets)
       if not keep_examples:
         return metrics, ()
-      n = keep_examples
-      return metrics, (inputs[:n], targets[:n], task.decode(outputs[:n]))
+      first = lambda tree: jax.tree_util.tree_map(
+          lambda a: a[:keep_examples], tree)
+      return metrics, first((inputs, targets, task.decode(first(outputs))))
 
     per_batch, kept = jax.lax.map(one_batch,
                                   jnp.arange(num_examples // batch_size))
