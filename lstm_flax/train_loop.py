@@ -394,7 +394,7 @@ def build(config, programs=('train', 'eval', 'predict'),
   def compile_program(name, lowered):
     if name in ('train', 'eval'):
       return lowered.compile(validation.xla_options(config, name))
-    return lowered.compile(dict(_RUN_ONCE_OPTIONS))
+    return lowered.compile(validation.for_backend(_RUN_ONCE_OPTIONS))
 
   def compile_later(names):
     start = time.perf_counter()

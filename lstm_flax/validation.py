@@ -141,10 +141,32 @@ def optimize_for(config) -> str:
   return 'compile_time' if examples < SHORT_RUN_EXAMPLES else 'step_time'
 
 
-def xla_options(config, section: str = 'train') -> dict:
-  """``config.<section>.xla_options`` as the dict ``Lowered.compile`` takes;
-  for a train program optimized for compile time, without XLA's fusion
-  emitters (on CPU they take most of the compile time of small programs)."""
+# DebugOptions fields that only one backend's compiler accepts, by prefix.
+_BACKEND_PREFIXES = {'cpu': 'xla_cpu_', 'gpu': 'xla_gpu_', 'tpu': 'xla_tpu_'}
+
+
+def for_backend(options: dict, backend: str | None = None) -> dict:
+  """``options`` without the fields of other backends' compilers (an
+  ``xla_cpu_*`` option on a GPU, say), which XLA would refuse: the seed
+  configs are tuned for CPU and run unchanged elsewhere.  ``backend``:
+  ``jax.default_backend()`` unless given."""
+  if backend is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    backend = jax.default_backend()
+  foreign = tuple(prefix for name, prefix in _BACKEND_PREFIXES.items()
+                  if name != backend)
+  return {k: v for k, v in options.items() if not k.startswith(foreign)}
+
+
+def xla_options(config, section: str = 'train', backend: str | None = None) -> dict:
+  """``config.<section>.xla_options`` as the dict ``Lowered.compile`` takes on
+  ``backend`` (see ``for_backend``); for a train program optimized for
+  compile time, without XLA's CPU fusion emitters (they take most of the
+  compile time of small programs)."""
+  return for_backend(_all_xla_options(config, section), backend)
+
+
+def _all_xla_options(config, section: str) -> dict:
   options = config[section].xla_options
   options = dict(options.to_dict() if hasattr(options, 'to_dict') else options)
   if section == 'train' and optimize_for(config) == 'compile_time':
@@ -156,14 +178,14 @@ def _check_xla_options(config):
   """Names and values first, then XLA itself on an empty program (~20 ms),
   so that a misspelt option fails here rather than after tracing a model."""
   for section in ('train', 'eval'):
-    options = xla_options(config, section)
-    for name, value in options.items():
+    for name, value in _all_xla_options(config, section).items():
       if not name.startswith('xla_'):
         _fail(f'{section}.xla_options.{name}', value,
               "option names are XLA DebugOptions fields, starting with 'xla_'")
       if not isinstance(value, (bool, int, float, str)):
         _fail(f'{section}.xla_options.{name}', value,
               'values are bool, int, float or str')
+    options = xla_options(config, section)
     refusal = _xla_refusal(tuple(sorted(options.items())))
     if refusal:
       _fail(f'{section}.xla_options', options, f'XLA refused them ({refusal})')

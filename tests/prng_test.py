@@ -75,7 +75,8 @@ def test_compiles_without_a_loop():
   assert 'while' not in hlo
   default = jax.jit(lambda k: jax.random.bits(jax.random.fold_in(k, 3), (4,))).lower(
       jax.random.key(0)).as_text()
-  assert 'while' in default  # JAX's CPU lowering: what prng.py avoids
+  if jax.default_backend() == 'cpu':
+    assert 'while' in default  # JAX's CPU lowering: what prng.py avoids
 
 
 @pytest.mark.parametrize('seeds', [0, 2**32 - 1, [3, 4, 5], [[0, 1], [2, 2**31]]])

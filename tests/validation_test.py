@@ -119,8 +119,23 @@ def test_optimize_for_auto_is_compile_time_for_short_runs(goal, steps, batch, se
     config.train.optimize_for = goal
     config.train.steps, config.train.batch_size, config.num_seeds = steps, batch, seeds
   assert validation.optimize_for(config) == resolved
-  emitters = validation.xla_options(config, 'train')['xla_cpu_use_fusion_emitters']
+  emitters = validation.xla_options(config, 'train', 'cpu')['xla_cpu_use_fusion_emitters']
   assert emitters == (resolved == 'step_time')   # vanilla.py turns them on
   # The eval program's options never depend on it.
-  assert (validation.xla_options(config, 'eval') ==
+  assert (validation.xla_options(config, 'eval', 'cpu') ==
           config.eval.xla_options.to_dict())
+
+
+@pytest.mark.parametrize('backend,kept', [
+    ('cpu', {'xla_backend_optimization_level': 1, 'xla_cpu_use_fusion_emitters': False}),
+    ('gpu', {'xla_backend_optimization_level': 1, 'xla_gpu_autotune_level': 0}),
+    ('tpu', {'xla_backend_optimization_level': 1}),
+])
+def test_xla_options_of_other_backends_are_dropped(backend, kept):
+  """A config tuned for CPU (stacked.py turns the CPU fusion emitters off)
+  compiles unchanged on a GPU, whose compiler refuses xla_cpu_* fields."""
+  config = stacked.get_config()
+  with config.unlocked():
+    config.train.xla_options.xla_gpu_autotune_level = 0
+  assert validation.xla_options(config, 'train', backend) == kept
+  validation.validate(config)    # on this (CPU) machine: the GPU field is not sent
