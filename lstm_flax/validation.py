@@ -145,17 +145,26 @@ def optimize_for(config) -> str:
 _BACKEND_PREFIXES = {'cpu': 'xla_cpu_', 'gpu': 'xla_gpu_', 'tpu': 'xla_tpu_'}
 
 
+# Speed tunings set by our configs that not every XLA has (jax 0.11.2's CPU
+# compiler refuses xla_cpu_use_fusion_emitters; 0.10.2's takes it): dropped
+# where the installed XLA refuses them, so the configs run on either.
+_TUNINGS = frozenset({'xla_cpu_use_fusion_emitters'})
+
+
 def for_backend(options: dict, backend: str | None = None) -> dict:
   """``options`` without the fields of other backends' compilers (an
-  ``xla_cpu_*`` option on a GPU, say), which XLA would refuse: the seed
-  configs are tuned for CPU and run unchanged elsewhere.  ``backend``:
+  ``xla_cpu_*`` option on a GPU, say), which XLA would refuse, and without
+  the ``_TUNINGS`` this XLA lacks: the seed configs are tuned for CPU and run
+  unchanged elsewhere.  ``backend``:
   ``jax.default_backend()`` unless given."""
   if backend is None:
     import jax  # pylint: disable=g-import-not-at-top
     backend = jax.default_backend()
   foreign = tuple(prefix for name, prefix in _BACKEND_PREFIXES.items()
                   if name != backend)
-  return {k: v for k, v in options.items() if not k.startswith(foreign)}
+  return {k: v for k, v in options.items()
+          if not k.startswith(foreign)
+          and not (k in _TUNINGS and _xla_refusal(((k, v),)))}
 
 
 def xla_options(config, section: str = 'train', backend: str | None = None) -> dict:

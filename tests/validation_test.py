@@ -139,3 +139,25 @@ def test_xla_options_of_other_backends_are_dropped(backend, kept):
     config.train.xla_options.xla_gpu_autotune_level = 0
   assert validation.xla_options(config, 'train', backend) == kept
   validation.validate(config)    # on this (CPU) machine: the GPU field is not sent
+
+
+def test_tunings_this_xla_lacks_are_dropped_and_misspellings_still_fail(monkeypatch):
+  """jax 0.11.2's CPU compiler refuses xla_cpu_use_fusion_emitters, which
+  the seed configs set: they must still run there (seen on a GPU machine's
+  jax, JAX_PLATFORMS=cpu)."""
+  real = validation._xla_refusal
+
+  def refusal(options):
+    if any(name == 'xla_cpu_use_fusion_emitters' for name, _ in options):
+      return "INVALID_ARGUMENT: No such compile option: 'xla_cpu_use_fusion_emitters'"
+    return real(options)
+
+  monkeypatch.setattr(validation, '_xla_refusal', refusal)
+  config = stacked.get_config()
+  assert validation.xla_options(config, 'train', 'cpu') == {
+      'xla_backend_optimization_level': 1}
+  validation.validate(config)
+  with config.unlocked():
+    config.train.xla_options.xla_cpu_use_fusion_emiters = False
+  with pytest.raises(validation.ConfigError, match='xla_cpu_use_fusion_emiters'):
+    validation.validate(config)
