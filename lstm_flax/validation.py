@@ -155,16 +155,16 @@ def for_backend(options: dict, backend: str | None = None) -> dict:
   """``options`` without the fields of other backends' compilers (an
   ``xla_cpu_*`` option on a GPU, say), which XLA would refuse, and without
   the ``_TUNINGS`` this XLA lacks: the seed configs are tuned for CPU and run
-  unchanged elsewhere.  ``backend``:
-  ``jax.default_backend()`` unless given."""
-  if backend is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    backend = jax.default_backend()
+  unchanged elsewhere.  ``backend``: ``jax.default_backend()`` unless given
+  (the installed XLA is asked about ``_TUNINGS`` only for that one)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  here = backend in (None, jax.default_backend())   # else XLA cannot be asked
+  backend = backend or jax.default_backend()
   foreign = tuple(prefix for name, prefix in _BACKEND_PREFIXES.items()
                   if name != backend)
   return {k: v for k, v in options.items()
           if not k.startswith(foreign)
-          and not (k in _TUNINGS and _xla_refusal(((k, v),)))}
+          and not (here and k in _TUNINGS and _xla_refusal(((k, v),)))}
 
 
 def xla_options(config, section: str = 'train', backend: str | None = None) -> dict:
