@@ -47,19 +47,25 @@ _RUN_ONCE_OPTIONS = {'xla_backend_optimization_level': 0,
 _INIT, _TRAIN, _EVAL = 0, 1, 2
 
 
-def run_keys(seed: int, eval_seed: int, num_seeds: int = 1):
+def run_keys(seed: int, eval_seed: int, num_seeds: int = 1,
+             unrolled_train_key: bool = True):
   """(init_key, train_key, eval_key).  Eval keys come from a separate fold of
   ``eval_seed``, so held-out data never equals a training batch.
 
   With ``num_seeds`` N > 1, init and train keys are stacked (N,): replica i
   gets exactly the keys of a single run with seed ``seed + i``.  The eval key
   is shared, so every replica is scored on the same held-out examples.
+  ``unrolled_train_key``: the train key hashes as straight-line code
+  (``prng.UNROLLED_THREEFRY``: faster steps, slower compiles); init and eval
+  keys, which programs that run once use, hash in JAX's loop.  Either way
+  the bits, hence the data, are the same.
   """
   # Derived on the host: eager jax.random calls would compile a program each.
   seeds = (np.int64(seed) if num_seeds == 1 else
            np.arange(seed, seed + num_seeds, dtype=np.int64))
-  return (prng.keys_on_host(seeds, _INIT), prng.keys_on_host(seeds, _TRAIN),
-          prng.keys_on_host(eval_seed, _EVAL))
+  return (prng.keys_on_host(seeds, _INIT, unrolled=False),
+          prng.keys_on_host(seeds, _TRAIN, unrolled=unrolled_train_key),
+          prng.keys_on_host(eval_seed, _EVAL, unrolled=False))
 
 
 def _replicas(key) -> int:
@@ -365,8 +371,9 @@ def build(config, programs=('train', 'eval', 'predict'),
   steps = config.train.steps
   steps_per_call = min(config.train.steps_per_call, steps)
   num_seeds = config.num_seeds
-  init_key, train_key, eval_key = run_keys(config.seed, config.eval.seed,
-                                           num_seeds)
+  init_key, train_key, eval_key = run_keys(
+      config.seed, config.eval.seed, num_seeds,
+      unrolled_train_key=validation.optimize_for(config) == 'step_time')
   mesh = data_mesh()
   tx = make_optimizer(config.optimizer, steps)
   init = make_init(model, task, tx, num_seeds, mesh)

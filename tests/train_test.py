@@ -13,6 +13,7 @@ import pytest
 from configs import cnn_lstm
 from configs import stacked
 from configs import vanilla
+from lstm_flax import data
 from lstm_flax import models
 from lstm_flax import tasks
 from lstm_flax import train_loop
@@ -90,6 +91,20 @@ def test_batches_are_drawn_from_seed_and_step():
   _, other, _, _ = _setup(config)
   assert not np.array_equal(state.params['lstm_0']['kernel'],
                             other.params['lstm_0']['kernel'])
+
+
+def test_run_keys_give_the_same_batches_with_either_threefry():
+  """Runs compiled for compile time hash in JAX's loop, runs compiled for
+  step time unrolled (prng.py): the data must not depend on which."""
+  unrolled = train_loop.run_keys(3, 1, 2, unrolled_train_key=True)
+  looped = train_loop.run_keys(3, 1, 2, unrolled_train_key=False)
+  assert str(jax.random.key_impl(unrolled[1])) != str(jax.random.key_impl(looped[1]))
+  for keys in (unrolled, looped):   # init and eval keys: JAX's own
+    assert str(jax.random.key_impl(keys[0])) == str(jax.random.key_impl(keys[2])) \
+        == 'threefry2x32'
+  generate = jax.jit(jax.vmap(lambda k: data.damped_sine(jax.random.fold_in(k, 7), 4)))
+  for a, b in zip(generate(unrolled[1]), generate(looped[1])):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_evaluate_is_independent_of_eval_batch_size():
