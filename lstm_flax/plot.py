@@ -23,12 +23,11 @@ def read_metrics(workdir):
 
 
 def learning_curve(workdir):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   train, final = read_metrics(workdir)
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig = Figure(figsize=(7, 4))
+  ax = fig.subplots()
   ax.plot([r['step'] for r in train], [r['train_loss'] for r in train], 'o-',
           markersize=3, label='training loss (mean over each logged call)')
   ax.set_xlabel('step')
@@ -45,7 +44,6 @@ def learning_curve(workdir):
   fig.tight_layout()
   path = os.path.join(workdir, 'learning_curve.png')
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
 
 

@@ -6,10 +6,10 @@ into ``workdir``, returning its path.
 
 import os
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# Figures are made with matplotlib's object API, not pyplot: no global figure
+# manager or GUI backend to set up (importing matplotlib.figure took 0.51 s
+# here, matplotlib.pyplot 0.84 s, part of every run that draws a figure).
+from matplotlib.figure import Figure
 import numpy as np
 
 
@@ -17,7 +17,8 @@ def forecast_figure(workdir, inputs, targets, predictions):
   """Damped sine: inputs (B, T, 1), targets and predictions (B, K) -> forecast.png."""
   n = inputs.shape[0]
   length, horizon = inputs.shape[1], targets.shape[1]
-  fig, axes = plt.subplots(n, 1, figsize=(8, 2.2 * n), sharex=True, squeeze=False)
+  fig = Figure(figsize=(8, 2.2 * n))
+  axes = fig.subplots(n, 1, sharex=True, squeeze=False)
   t_in = np.arange(length)
   t_out = np.arange(length, length + horizon)
   for i, ax in enumerate(axes[:, 0]):
@@ -37,7 +38,6 @@ def forecast_figure(workdir, inputs, targets, predictions):
                       top=1 - 0.3 / height, hspace=0.35)
   path = os.path.join(workdir, 'forecast.png')
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
 
 
@@ -48,8 +48,8 @@ def moving_line_figure(workdir, frames, labels, predictions):
   """
   n, t = frames.shape[:2]
   steps = np.linspace(0, t - 1, 5).astype(int)
-  fig, axes = plt.subplots(n, len(steps), figsize=(1.8 * len(steps), 2 * n),
-                           squeeze=False)
+  fig = Figure(figsize=(1.8 * len(steps), 2 * n))
+  axes = fig.subplots(n, len(steps), squeeze=False)
   names = {1: 'right', 0: 'left'}
   for i in range(n):
     for j, step in enumerate(steps):
@@ -65,7 +65,6 @@ def moving_line_figure(workdir, frames, labels, predictions):
   fig.tight_layout()
   path = os.path.join(workdir, 'moving_line.png')
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
 
 
@@ -75,7 +74,8 @@ def rectangles_figure(workdir, generated, completed, true_corners):
   (n, 4, 2) of those held-out rectangles -> rectangles.png."""
   from lstm_flax import generation  # pylint: disable=g-import-not-at-top
   n = completed.shape[0]
-  fig, axes = plt.subplots(1, n + 1, figsize=(2.6 * (n + 1), 2.9), squeeze=False)
+  fig = Figure(figsize=(2.6 * (n + 1), 2.9))
+  axes = fig.subplots(1, n + 1, squeeze=False)
 
   def draw(ax, corners, title, truth=None):
     closed = np.concatenate([corners, corners[:1]])
@@ -103,5 +103,4 @@ def rectangles_figure(workdir, generated, completed, true_corners):
   fig.tight_layout()
   path = os.path.join(workdir, 'rectangles.png')
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
