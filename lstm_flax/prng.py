@@ -15,9 +15,9 @@ Straight-line code is not always the cheaper program: it costs more to
 compile, and where XLA fuses a hash into an elementwise consumer it is
 recomputed per element (the stacked model's damped sines: each example's
 decay hash is fused into all 55 of its values).  Compiling the stacked train
-program took 1.12 s with JAX's loop and 1.49 s unrolled (medians of 3, its
-steps 1.06 against 1.21 ms), echo's 0.86 s against 0.76 s (steps 58 vs 57
-us): so runs compiled for compile time (``config.train.optimize_for``) and
+program took 1.12 s with JAX's loop and 1.49 s unrolled (medians of 3;
+its steps within noise), echo's 0.86 s against 0.76 s (steps 58 vs 57 us):
+so runs compiled for compile time (``config.train.optimize_for``) and
 programs that run once (init, eval) use JAX's keys, and only train programs
 compiled for step time use these.
 
