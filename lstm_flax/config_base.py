@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.optimize_for = 'auto'    # the train program's trade-off: 'step_time'
                                    # (short loops unrolled, xla_options as given),
                                    # 'compile_time' (model.unroll=0 means 1, XLA's
-                                   # fusion emitters off: compiles 1.5-2.5x faster,
+                                   # fusion emitters off, JAX's looped Threefry
+                                   # keys for batches: compiles 1.5-2.5x faster,
                                    # steps up to 2x slower), 'auto': compile_time
                                    # for runs of < 40,000 examples (steps x batch
                                    # x num_seeds), where compiling dominates

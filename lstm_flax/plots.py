@@ -7,8 +7,8 @@ into ``workdir``, returning its path.
 import os
 
 # Figures are made with matplotlib's object API, not pyplot: no global figure
-# manager or GUI backend to set up (importing matplotlib.figure took 0.51 s
-# here, matplotlib.pyplot 0.84 s, part of every run that draws a figure).
+# manager or GUI backend to set up (importing matplotlib.figure took
+# 0.38-0.51 s here, matplotlib.pyplot 0.84 s: part of every run's start).
 from matplotlib.figure import Figure
 import numpy as np
 

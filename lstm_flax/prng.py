@@ -107,7 +107,8 @@ def keys_on_host(seeds, *folds: int, unrolled: bool = True) -> jax.Array:
   keys as with ``jax.random``, without the XLA programs its eager calls
   compile (0.3-0.7 s of a run's start-up).  Seeds and folds are integers in
   [0, 2**32).  ``unrolled``: keys of ``UNROLLED_THREEFRY``, else of JAX's
-  default implementation (the same bits either way; see ``key_impl``).
+  default implementation (the same bits either way; the module docstring
+  says when each compiles to the cheaper program).
   """
   seeds = np.asarray(seeds)
   if (not np.issubdtype(seeds.dtype, np.integer) or
