@@ -363,9 +363,9 @@ def build(config, programs=('train', 'eval', 'predict'),
   over it, parameters and optimizer state replicated.
   """
   task = validation.validate(config)
+  goal = validation.optimize_for(config)   # 'step_time' or 'compile_time'
   model_config = dict(config.model)
-  if (validation.optimize_for(config) == 'compile_time' and
-      not model_config['unroll']):
+  if goal == 'compile_time' and not model_config['unroll']:
     model_config['unroll'] = 1  # one loop body to compile, not T copies
   model = models.make_model(model_config, task.num_outputs)
   steps = config.train.steps
@@ -373,7 +373,7 @@ def build(config, programs=('train', 'eval', 'predict'),
   num_seeds = config.num_seeds
   init_key, train_key, eval_key = run_keys(
       config.seed, config.eval.seed, num_seeds,
-      unrolled_train_key=validation.optimize_for(config) == 'step_time')
+      unrolled_train_key=goal == 'step_time')
   mesh = data_mesh()
   tx = make_optimizer(config.optimizer, steps)
   init = make_init(model, task, tx, num_seeds, mesh)
