@@ -6,6 +6,7 @@ what would be valid; ``train.py`` prints it and exits with status 2.
 
 import functools
 import inspect
+import math
 import numbers
 
 
@@ -15,6 +16,9 @@ class ConfigError(ValueError):
 
 def _fail(field, value, valid):
   raise ConfigError(f'config.{field}={value!r} is invalid: {valid}')
+
+
+fail = _fail  # public: other modules report their own field errors
 
 
 def integer(field, value, low=None, high=None):
@@ -27,10 +31,17 @@ def integer(field, value, low=None, high=None):
     _fail(field, value, f'must be <= {high}')
 
 
-def number(field, value, low=None, high=None, low_open=False):
-  """A real number in [low, high] (or (low, high] with ``low_open``)."""
+def number(field, value, low=None, high=None, low_open=False,
+           allow_inf=False):
+  """A real number in [low, high] (or (low, high] with ``low_open``): never
+  NaN (it passes every comparison), and finite unless ``allow_inf``."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     _fail(field, value, 'must be a number')
+  if not isinstance(value, numbers.Integral):  # ints are finite (and may not fit a float)
+    if math.isnan(value):
+      _fail(field, value, 'must be a number, not NaN')
+    if math.isinf(value) and not allow_inf:
+      _fail(field, value, 'must be finite')
   if low is not None and (value <= low if low_open else value < low):
     _fail(field, value, f'must be {">" if low_open else ">="} {low}')
   if high is not None and value > high:

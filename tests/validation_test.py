@@ -160,3 +160,81 @@ def test_tunings_this_xla_lacks_are_dropped_and_misspellings_still_fail(monkeypa
     config.train.xla_options.xla_use_fusion_emiters = False   # not a tuning we know
   with pytest.raises(validation.ConfigError, match="'xla_use_fusion_emiters'"):
     validation.validate(config)
+
+
+def _config_from_command_line(*overrides, config='configs/stacked.py'):
+  """The config train.py would get from ``--config=... --config.a.b=v``
+  (ml_collections parses 'nan' and 'inf' as floats)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ['train.py', f'--config={os.path.join(ROOT, config)}', *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    # NaN passed every bound: it turned clipping off, or trained to NaN metrics.
+    ('optimizer.grad_clip_norm', 'nan', 'must be a number, not NaN'),
+    ('optimizer.learning_rate', 'inf', 'must be finite'),
+    ('optimizer.learning_rate', 'nan', 'must be a number, not NaN'),
+    ('optimizer.eps', 'nan', 'must be a number, not NaN'),
+    ('optimizer.momentum', 'nan', 'must be a number, not NaN'),
+    ('optimizer.final_lr_fraction', 'nan', 'must be a number, not NaN'),
+    ('optimizer.weight_decay', 'inf', 'must be finite'),
+    ('task.decay_min', 'nan', 'must be a number, not NaN'),
+    ('task.decay_max', 'inf', 'must be finite'),
+    ('task.a', 'nan', 'must be a number, not NaN'),
+    ('task.b', '-inf', 'must be finite'),
+])
+def test_nan_and_inf_from_the_command_line_are_config_errors(field, value, expected):
+  config = _config_from_command_line(f'--config.{field}={value}')
+  with pytest.raises(validation.ConfigError) as info:
+    validation.validate(config)
+  assert f'config.{field}={float(value)!r} is invalid: {expected}' in str(info.value)
+
+
+def _float_fields(config, prefix=''):
+  """Dotted names of every float field, xla_options aside."""
+  for name, value in config.items():
+    if name == 'xla_options':
+      continue
+    if hasattr(value, 'items'):
+      yield from _float_fields(value, f'{prefix}{name}.')
+    elif isinstance(value, float):
+      yield f'{prefix}{name}'
+
+
+_CONFIG_FILES = sorted(n for n in os.listdir(os.path.join(ROOT, 'configs'))
+                       if n.endswith('.py') and not n.startswith('_'))
+
+
+@pytest.mark.parametrize('config_file', _CONFIG_FILES)
+def test_every_float_field_of_every_config_refuses_nan_and_inf(config_file):
+  """A guard for fields added later: each one must go through number()."""
+  base = _config_from_command_line(config=f'configs/{config_file}')
+  fields = list(_float_fields(base))
+  assert 'optimizer.learning_rate' in fields
+  for field in fields:
+    for bad in (float('nan'), float('inf')):
+      config = _config_from_command_line(config=f'configs/{config_file}')
+      section, name = field.rsplit('.', 1)
+      with config.unlocked():
+        config[section][name] = bad
+      with pytest.raises(validation.ConfigError) as info:
+        validation.validate(config)
+      assert f'config.{field}={bad!r}' in str(info.value), field
+
+
+def test_number_allows_inf_only_when_asked_and_ints_of_any_size():
+  validation.number('x', float('inf'), 0, allow_inf=True)
+  validation.number('x', 10**400, 0)          # too big for a float, still finite
+  with pytest.raises(validation.ConfigError, match='not NaN'):
+    validation.number('x', float('nan'), allow_inf=True)
+  with pytest.raises(validation.ConfigError, match=r'config.x=-inf is invalid: must be >= 0'):
+    validation.number('x', float('-inf'), 0, allow_inf=True)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with pytest.raises(validation.ConfigError, match='not NaN'):
+    validation.number('x', np.float32('nan'))
