@@ -612,7 +612,7 @@ def test_keras_file_with_hard_sigmoid_is_refused(tmp_path):
 
 
 def _readme_snippets():
-  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+  with open(os.path.join(ROOT, 'docs', 'interop.md'), encoding='utf-8') as f:
     text = f.read()
   section = text.split('## Bring your Keras or PyTorch LSTM\n', 1)[1].split('\n## ', 1)[0]
   snippets = re.findall(r'```python\n(.*?)```', section, re.S)
