@@ -1,13 +1,13 @@
-"""Echo to 100% held-out accuracy in the least wall time we found.
+"""Echo to 100% held-out accuracy in the least wall time.
 
-The seed's model (LSTM(25) -> Dense(10)) with 300 Adam updates of batch 64 at
-learning rate 3e-2.  Measured on a 2-core CPU: every one of 20 seeds reached
-accuracy 1.0 on 1,000 fresh sequences (so did 200 updates; 300 is the
-margin), training takes about 0.25-0.5 s, and the end-to-end wall time,
-process start to exit, is 5.3-5.8 s with an empty XLA compilation cache and
-4.6 s with a warm one (2026-11-28; the rest is imports and compiling: as a
-short run, 19,200 examples, its train program is compiled for compile time,
-see config.train.optimize_for).
+The seed's task and model (configs/vanilla.py: LSTM(25) -> Dense(10)),
+trained with 300 Adam updates of batch 64 at learning rate 3e-2 instead of
+the seed's 2,000 batch-1 updates at 1e-3.  Evaluated on 1,000 fresh
+sequences.
+
+  python train.py --config=configs/vanilla_fast.py --workdir=/tmp/vanilla_fast
+
+Expected: held-out accuracy 1.0 on every seed (see docs/experiments.md).
 """
 
 from configs import vanilla
