@@ -20,7 +20,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.name = ''
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'lstm'            # 'lstm' (stacked LSTM + Dense) or 'cnn_lstm'
+  c.model.name = 'lstm'            # 'lstm', 'cnn_lstm', 'per_step' or
+                                   # 'encoder_decoder' (models.py)
   c.model.layer_sizes = (25,)      # LSTM units per layer, input side first
   c.model.unroll = 0               # time steps per iteration of the scan loop;
                                    # 0: auto (all of them for T <= 8, else 1)
@@ -56,10 +57,10 @@ def base_config() -> ml_collections.ConfigDict:
                                    # (short loops unrolled, xla_options as given),
                                    # 'compile_time' (model.unroll=0 means 1, XLA's
                                    # fusion emitters off, JAX's looped Threefry
-                                   # keys for batches: compiles 1.5-2.5x faster,
-                                   # steps up to 2x slower), 'auto': compile_time
-                                   # for runs of < 40,000 examples (steps x batch
-                                   # x num_seeds), where compiling dominates
+                                   # keys for batches: faster to compile, slower
+                                   # steps), 'auto': compile_time for runs of
+                                   # < 40,000 examples (steps x batch x num_seeds),
+                                   # where compiling dominates (compile_plan.py)
   # XLA options of the train program (fields of XLA's DebugOptions).  -O1
   # rather than XLA's default -O3: on CPU it compiled 1.3-1.8x faster
   # (cnn_lstm 2.9 s vs 5.7, stacked 1.3 vs 1.7, vanilla 2.0 vs 2.4) and its
