@@ -61,12 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
                                    # steps), 'auto': compile_time for runs of
                                    # < 40,000 examples (steps x batch x num_seeds),
                                    # where compiling dominates (compile_plan.py)
-  # XLA options of the train program (fields of XLA's DebugOptions).  -O1
-  # rather than XLA's default -O3: on CPU it compiled 1.3-1.8x faster
-  # (cnn_lstm 2.9 s vs 5.7, stacked 1.3 vs 1.7, vanilla 2.0 vs 2.4) and its
-  # steps ran as fast (cnn_lstm 71.3 vs 70.8 ms, stacked 2.06 vs 2.61, vanilla
-  # 0.035 vs 0.040 ms: medians of 10-15 alternating calls).  Fusion emitters
-  # off helps the CNN-LSTM only (see configs/cnn_lstm.py).
+  # XLA options of the train program (fields of XLA's DebugOptions): -O1
+  # compiles faster than XLA's -O3 with steps as fast (docs/performance.md).
   c.train.xla_options = ml_collections.ConfigDict({
       'xla_backend_optimization_level': 1,
       'xla_cpu_use_fusion_emitters': True,
@@ -78,11 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.seed = 1                  # eval data stream (disjoint from training)
   c.eval.figure_examples = 4       # examples drawn in the task's figure (0: none)
   c.eval.predict_examples = 10     # examples printed by --mode=predict
-  # XLA options of the eval program, which compiles and runs once: -O1
-  # without the fusion emitters gave the shortest compile + run of the three
-  # seed configs (vanilla 0.89 s vs 1.21 with them, stacked 1.03 vs 1.31,
-  # cnn_lstm 1.79 vs 2.28); -O0 compiles faster still but ran cnn_lstm's
-  # eval 3x slower (2.0 s), so only vanilla.py and stacked.py use it.
+  # XLA options of the eval program, which compiles and runs once: without
+  # fusion emitters compile + run is shortest (docs/performance.md).
   c.eval.xla_options = ml_collections.ConfigDict({
       'xla_backend_optimization_level': 1,
       'xla_cpu_use_fusion_emitters': False,
