@@ -28,7 +28,10 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from lstm_flax import checkpoints
-from lstm_flax import train_loop
+from lstm_flax import experiment
+from lstm_flax import inference
+from lstm_flax import runtime
+from lstm_flax import train as train_lib
 from lstm_flax import validation
 from lstm_flax import workdir as workdir_lib
 
@@ -125,7 +128,7 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   try:
-    validation.validate(config)
+    experiment.check_config(config)
   except validation.ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -145,11 +148,11 @@ def main(argv):
         multihost_utils.sync_global_devices('lstm_flax: workdir checked')
       else:
         workdir_lib.check_workdir(config, workdir, _OVERWRITE.value)
-      results = train_loop.train_and_evaluate(config, workdir)
-    except (train_loop.TrainingError, workdir_lib.WorkdirError) as e:
+      results = train_lib.train_and_evaluate(config, workdir)
+    except (runtime.TrainingError, workdir_lib.WorkdirError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
-    except train_loop.Interrupted as e:
+    except runtime.Interrupted as e:
       sys.exit(128 + e.signum)
     if jax.process_index() == 0:
       print(f"{results['config']}: eval {results['eval']} "
@@ -161,11 +164,11 @@ def main(argv):
              f'none in {checkpoints.directory(workdir)}: train first with '
              f'--mode=train and the same --workdir')
   if _MODE.value == 'eval':
-    result = train_loop.evaluate_checkpoint(config, workdir)
+    result = inference.evaluate_checkpoint(config, workdir)
     print(f"{result['config']} step {result['step']}: eval {result['eval']} -> "
           f"{os.path.join(workdir, 'eval.json')}")
   else:
-    predictions = train_loop.predict_from_checkpoint(config, workdir)
+    predictions = inference.predict_from_checkpoint(config, workdir)
     for p in predictions:
       print('  '.join(f'{k}: {v}' for k, v in p.items()))
     if _PREDICT_OUT.value:

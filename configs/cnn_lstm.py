@@ -29,7 +29,7 @@ def get_config():
   c.model.conv_features = 2
   c.model.kernel_size = 2
   c.model.pool_size = 2
-  c.model.encoder_implementation = 'shifted_adds'  # or 'conv' (lax.conv)
+  c.model.encoder_implementation = 'auto'  # shifted adds on CPU, else lax.conv
   c.optimizer.learning_rate = 1e-3
   c.optimizer.grad_clip_norm = 1.0
   c.train.steps = 157

@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000             # optimizer updates
   c.train.batch_size = 32
-  c.train.steps_per_call = 500     # K: steps per compiled call = log interval
+  c.train.steps_per_call = 500     # K: steps per compiled call
   c.train.checkpoint_every = 1000  # steps between checkpoints (0: only the last)
   c.train.keep_checkpoints = 3     # newest checkpoints kept in <workdir>/checkpoints
   c.train.optimize_for = 'auto'    # the train program's trade-off: 'step_time'
@@ -61,12 +61,13 @@ def base_config() -> ml_collections.ConfigDict:
                                    # steps), 'auto': compile_time for runs of
                                    # < 40,000 examples (steps x batch x num_seeds),
                                    # where compiling dominates (compile_plan.py)
-  # XLA options of the train program (fields of XLA's DebugOptions): -O1
-  # compiles faster than XLA's -O3 with steps as fast (docs/performance.md).
-  c.train.xla_options = ml_collections.ConfigDict({
-      'xla_backend_optimization_level': 1,
-      'xla_cpu_use_fusion_emitters': True,
-  })
+  c.train.log_every = 100          # steps per learning-curve record (loss, lr, |grad|)
+  c.train.tensorboard = False      # also write TensorBoard events (tensorboard extra)
+  c.train.init_from = ''           # warm start: a workdir or a Keras/PyTorch file
+                                   # (parameters only; a fresh optimizer)
+  # XLA DebugOptions of the train program, on top of the compile plan's
+  # defaults (lstm_flax/compile_plan.py; CPU-only ones apply on CPU only).
+  c.train.xla_options = ml_collections.ConfigDict()
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_examples = 1000       # fresh held-out examples
@@ -74,10 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.seed = 1                  # eval data stream (disjoint from training)
   c.eval.figure_examples = 4       # examples drawn in the task's figure (0: none)
   c.eval.predict_examples = 10     # examples printed by --mode=predict
-  # XLA options of the eval program, which compiles and runs once: without
-  # fusion emitters compile + run is shortest (docs/performance.md).
-  c.eval.xla_options = ml_collections.ConfigDict({
-      'xla_backend_optimization_level': 1,
-      'xla_cpu_use_fusion_emitters': False,
-  })
+  c.eval.every_steps = 0           # validate every N steps during training (0: never)
+  c.eval.best_metric = 'loss'      # the validation metric that picks best/
+  c.eval.best_mode = 'min'         # 'min' or 'max': which way is better
+  c.eval.xla_options = ml_collections.ConfigDict()  # as train.xla_options
   return c
