@@ -135,7 +135,8 @@ def restore_newest_readable(
     directory_path: the checkpoint folder, e.g. ``directory(workdir)``.
     target: the pytree to restore into: arrays or ``jax.ShapeDtypeStruct``s
       (their shapes, dtypes and shardings are those restored), e.g.
-      ``{'params': ..., 'opt_state': ..., 'step': ...}``.
+      ``{'params': ..., 'opt_state': ..., 'step': ...}``; or None: the tree as
+      saved (nested dicts and lists of arrays on the default device).
     step: try only this step (``None``: every saved step, newest first).
 
   Returns:
@@ -160,7 +161,7 @@ def restore_newest_readable(
       with ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(path, target)
     except Exception as e:  # pylint: disable=broad-except
-      differences = _shape_differences(path, target)
+      differences = [] if target is None else _shape_differences(path, target)
       if differences:
         shown = '; '.join(differences[:4]) + (
             f'; and {len(differences) - 4} more' if len(differences) > 4 else '')

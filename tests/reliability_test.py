@@ -134,6 +134,14 @@ def test_only_the_given_step_is_tried(folder):
   assert (step, failed) == (100, [])
 
 
+def test_without_a_target_the_tree_comes_back_as_saved(folder):
+  _save(folder, [50, 100])
+  shutil.rmtree(os.path.join(folder, '100', 'default'))
+  restored, step, failed = checkpoints.restore_newest_readable(folder, None)
+  assert (step, failed) == (50, [100])
+  np.testing.assert_array_equal(restored['params']['dense']['kernel'],
+                                np.full((3, 4), 50.0, np.float32))
+
 def test_a_checkpoint_of_another_model_is_a_mismatch_not_damage(folder):
   """A config of another model shape must not have good checkpoints set
   aside as 'unreadable': the error names the arrays that differ."""
@@ -531,3 +539,4 @@ def test_write_json_failures_leave_no_temp_file_and_keep_the_old_file(tmp_path):
                      match=rf'cannot write {missing} \(No such file or directory\)'):
     workdir_lib.write_json(str(missing), [1])
   assert os.listdir(tmp_path) == ['results.json']
+
