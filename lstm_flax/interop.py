@@ -86,12 +86,14 @@ matching Keras model's ``load_weights`` reads, and :func:`keras_weights` gives
 its ``set_weights`` list.
 """
 
+import contextlib
 import dataclasses
 import functools
 import io
 import json
 import re
 import zipfile
+import zlib
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -617,26 +619,126 @@ def carries_to_torch(carries: Sequence[Any]) -> Any:
 # --- Keras files ---------------------------------------------------------------------
 
 _HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
+# Bounds on what one Keras file may make us inflate and read: far above any
+# LSTM here, far below what would exhaust a machine.
+MAX_FILE_BYTES = 4 << 30
+MAX_COMPRESSION_RATIO = 1000
+_RATIO_FLOOR = 1 << 20  # members under 1 MiB are never refused for their ratio
+# What zipfile, h5py and indexing raise on a damaged or hand-made file.
+_DAMAGE = (OSError, EOFError, KeyError, IndexError, TypeError, AttributeError,
+           RuntimeError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def _reading(path):
+  """Re-raises a damaged or malformed file's low-level error as a ValueError
+  naming the file (a missing file stays a FileNotFoundError)."""
+  try:
+    yield
+  except FileNotFoundError:
+    raise
+  except _DAMAGE as e:
+    raise ValueError(f'{path}: not a readable Keras file (damaged, truncated or '
+                     f'malformed): {type(e).__name__}: {e}') from e
+
+
+def _parse_json(text, where):
+  try:
+    return json.loads(text)
+  except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+    raise ValueError(f'{where} is not valid JSON: {e}') from e
+
+
+def check_zip_sizes(path, infos) -> None:
+  """Refuses, by the sizes in a zip's directory and before inflating anything,
+  members ``infos`` (``zipfile.ZipInfo``) that would inflate past
+  ``MAX_FILE_BYTES`` together or by more than ``MAX_COMPRESSION_RATIO``."""
+  total = sum(i.file_size for i in infos)
+  if total > MAX_FILE_BYTES:
+    raise ValueError(f'{path}: its zip directory says {[i.filename for i in infos][:8]} '
+                     f'inflate to {total:,} bytes; refusing more than {MAX_FILE_BYTES:,}')
+  for i in infos:
+    if i.file_size > _RATIO_FLOOR and i.file_size > MAX_COMPRESSION_RATIO * i.compress_size:
+      raise ValueError(f'{path}: {i.filename} would inflate from {i.compress_size:,} to '
+                       f'{i.file_size:,} bytes (over {MAX_COMPRESSION_RATIO}x); refusing '
+                       'a likely zip bomb')
+
+
+def _read_member(z, info, path) -> bytes:
+  if info.flag_bits & 0x1:
+    raise ValueError(f'{path}: {info.filename} is encrypted')
+  with z.open(info) as f:
+    data = f.read(info.file_size + 1)  # never more than the directory promised
+  if len(data) != info.file_size:
+    raise ValueError(f'{path}: {info.filename} holds {len(data):,} bytes; its zip '
+                     f'directory says {info.file_size:,}')
+  return data
+
+
+def _read_keras_zip(path):
+  """A ``.keras`` archive -> (model.weights.h5 bytes, config.json dict or None)."""
+  with zipfile.ZipFile(path) as z:
+    infos = {i.filename: i for i in z.infolist()}
+    if 'model.weights.h5' not in infos:
+      raise ValueError(f'{path} is a zip archive without model.weights.h5 (has '
+                       f'{sorted(infos)[:8]}); expected a Keras 3 .keras file')
+    wanted = [infos[n] for n in ('config.json', 'model.weights.h5') if n in infos]
+    check_zip_sizes(path, wanted)
+    data = {i.filename: _read_member(z, i, path) for i in wanted}
+  config = (_parse_json(data['config.json'], f'{path}: config.json')
+            if 'config.json' in data else None)
+  return data['model.weights.h5'], config
+
+
+def _check_hdf5(h5, path) -> None:
+  """Refuses what would make h5py read outside the file -- links to other
+  files, external storage, virtual datasets -- or more than MAX_FILE_BYTES."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  total = 0
+
+  def problem(name, link):  # h5py's visit stops at a non-None return
+    nonlocal total
+    if isinstance(link, h5py.ExternalLink):
+      return f'{name!r} links to another file ({link.filename!r})'
+    obj = h5.get(name) if isinstance(link, h5py.HardLink) else None  # soft: seen as hard
+    if isinstance(obj, h5py.Dataset):
+      if obj.is_virtual:
+        return f'dataset {name!r} is a virtual dataset (it maps other files)'
+      if obj.external:
+        return (f'dataset {name!r} keeps its data outside the file (external storage '
+                f'in {_text(obj.external[0][0])!r})')
+      total += (obj.size or 0) * obj.dtype.itemsize
+    return None
+
+  found = h5.visititems_links(problem)
+  if found:
+    raise ValueError(f'{path}: {found}; a Keras file holds its own weights, refusing it')
+  if total > MAX_FILE_BYTES:
+    raise ValueError(f'{path}: its datasets hold {total:,} bytes; refusing more than '
+                     f'{MAX_FILE_BYTES:,}')
 
 
 def _open_keras_file(path):
-  """-> (h5py.File of the weights, config dict or None)."""
+  """-> (h5py.File of the weights, config dict or None), checked safe to read."""
   import h5py  # pylint: disable=g-import-not-at-top
   with open(path, 'rb') as f:
     head = f.read(8)
-  if zipfile.is_zipfile(path):
-    with zipfile.ZipFile(path) as z:
-      names = z.namelist()
-      if 'model.weights.h5' not in names:
-        raise ValueError(f'{path} is a zip archive without model.weights.h5 (has {names[:8]}); '
-                         'expected a Keras 3 .keras file')
-      config = json.loads(z.read('config.json')) if 'config.json' in names else None
-      data = z.read('model.weights.h5')
-    return h5py.File(io.BytesIO(data), 'r'), config
-  if head == _HDF5_SIGNATURE:
-    return h5py.File(path, 'r'), None
-  raise ValueError(f'{path} is neither a zip archive (.keras) nor an HDF5 file '
-                   f'(.weights.h5): it starts with {head!r}')
+  with _reading(path):
+    if zipfile.is_zipfile(path):
+      data, config = _read_keras_zip(path)
+      h5 = h5py.File(io.BytesIO(data), 'r')
+    elif head == _HDF5_SIGNATURE:
+      h5, config = h5py.File(path, 'r'), None
+    else:
+      hint = ' (a truncated or damaged zip?)' if head.startswith(b'PK') else ''
+      raise ValueError(f'{path} is neither a zip archive (.keras) nor an HDF5 file '
+                       f'(.weights.h5): it starts with {head!r}{hint}')
+    try:
+      _check_hdf5(h5, path)
+    except BaseException:
+      h5.close()
+      raise
+  return h5, config
 
 
 def read_keras_weights(path) -> Dict[str, List[np.ndarray]]:
@@ -647,28 +749,40 @@ def read_keras_weights(path) -> Dict[str, List[np.ndarray]]:
   [kernel, bias]}`` (a compiled model's file also has ``optimizer``).  Legacy
   HDF5 (Keras 2 / tf.keras): ``{layer name: [arrays in weight_names order]}``
   in model order.  Each list is what the layer's ``get_weights()`` returns.
+  A damaged or malformed file, or one that points outside itself, raises
+  ValueError naming it.
   """
   h5, _ = _open_keras_file(path)
-  with h5:
+  with h5, _reading(path):
     legacy = _legacy_weights_group(h5)
     if legacy is not None:
       return dict(_legacy_layers(legacy, path))
-    return _weights_of(h5)
+    return _weights_of(h5, path)
 
 
-def _weights_of(h5) -> Dict[str, List[np.ndarray]]:
+def _array(obj, where, path) -> np.ndarray:
+  """A float32 copy of the numeric HDF5 dataset ``obj``, else a ValueError."""
   import h5py  # pylint: disable=g-import-not-at-top
+  if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in 'fiub':
+    what = (f'a dataset of {obj.dtype}' if isinstance(obj, h5py.Dataset)
+            else type(obj).__name__ if obj is not None else 'missing')
+    raise ValueError(f'{path}: {where} is {what}; expected a dataset of numbers')
+  return np.asarray(obj, np.float32)
+
+
+def _weights_of(h5, path) -> Dict[str, List[np.ndarray]]:
+  import h5py  # pylint: disable=g-import-not-at-top
+  groups = []  # raising inside h5py's visit would garble the error: collect, then read
+  h5.visititems(lambda name, obj: groups.append(name) if (
+      isinstance(obj, h5py.Group) and name.split('/')[-1] == 'vars' and len(obj)) else None)
   found = {}
-
-  def visit(name, obj):
-    if isinstance(obj, h5py.Group) and name.split('/')[-1] == 'vars' and len(obj):
-      keys = sorted(obj, key=lambda k: int(k) if k.isdigit() else -1)
-      if keys != [str(i) for i in range(len(keys))]:
-        raise ValueError(f'{name} holds {keys}; expected datasets 0, 1, ... (Keras 3 layout)')
-      found[name[:-len('/vars')] if '/' in name else ''] = [
-          np.asarray(obj[k], np.float32) for k in keys]
-
-  h5.visititems(visit)
+  for name in groups:
+    keys = sorted(h5[name], key=lambda k: int(k) if k.isdigit() else -1)
+    if keys != [str(i) for i in range(len(keys))]:
+      raise ValueError(f'{path}: {name} holds {keys}; expected datasets 0, 1, ... '
+                       '(Keras 3 layout)')
+    found[name[:-len('/vars')] if '/' in name else ''] = [
+        _array(h5[name].get(k), f'{name}/{k}', path) for k in keys]
   return found
 
 
@@ -710,77 +824,110 @@ def _predict(model, activation, variables, inputs):
 
 _ACTIVATIONS = ('softmax', 'sigmoid', 'linear')
 _SUPPORTED = "LSTM, Dense, and TimeDistributed Conv2D / MaxPooling2D / Flatten"
+_OUR_ORDER = re.compile(r'(TimeDistributed\(Conv2D\) TimeDistributed\(MaxPooling2D\) '
+                        r'TimeDistributed\(Flatten\) )?(LSTM )+Dense')
 
 
-def _check_keras_config(config, path):
-  """Checks config.json describes a model we compute; -> (activation, pool_size)."""
+def _entry(layer, where, path):
+  """A model config's layer entry -> (class_name, config dict), checked."""
+  if (not isinstance(layer, dict) or not isinstance(layer.get('class_name'), str)
+      or not isinstance(layer.get('config'), dict)):
+    raise ValueError(f'{path}: {where} is not a layer entry with a class_name and a '
+                     f'config dict: {layer!r:.80}')
+  return layer['class_name'], layer['config']
+
+
+def _config_layers(config, path):
+  """A model config -> [(class, config, inner class, inner config)], InputLayers
+  left out; the inner pair is a TimeDistributed's layer, else (None, None)."""
   body = config.get('config') if isinstance(config, dict) else None
   layers = body if isinstance(body, list) else (  # old Keras 2: a Sequential's config is its layers
       body.get('layers') if isinstance(body, dict) else None)
   if not isinstance(layers, list):
-    raise ValueError(f'{path}: config.json has no config.layers list (a Sequential or '
-                     'Functional model)')
-  activation, pool_size = None, None
-  lstms = [l for l in layers if l.get('class_name') == 'LSTM']
+    raise ValueError(f'{path}: the model config has no config.layers list (a Sequential '
+                     'or Functional model)')
+  out = []
+  for i, layer in enumerate(layers):
+    cls, cfg = _entry(layer, f'model config layers[{i}]', path)
+    if cls != 'InputLayer':
+      inner = (_entry(cfg.get('layer'), f'model config layers[{i}].config.layer', path)
+               if cls == 'TimeDistributed' else (None, None))
+      out.append((cls, cfg) + inner)
+  return out
 
-  def need(layer, field, allowed):
-    value = layer['config'].get(field)
-    if isinstance(value, list):
-      value = tuple(value)
-    if value not in allowed:
-      wanted = (f'computes {allowed[0]!r}' if len(allowed) == 1 or allowed[1] is None
-                else f'supports {list(allowed)}')
-      raise ValueError(f"{path}: layer {layer['config'].get('name')!r} "
-                       f"({layer['class_name']}) has {field}={value!r}; our model {wanted}")
 
-  order = ' '.join(
-      (l['config']['layer']['class_name'] if l.get('class_name') == 'TimeDistributed'
-       else l.get('class_name', '?')) for l in layers if l.get('class_name') != 'InputLayer')
-  if not re.fullmatch(r'(Conv2D MaxPooling2D Flatten )?(LSTM )+Dense', order):
+def _need(cfg, cls, field, allowed, path):
+  """cfg[field] (a list read as a tuple), if it is one of ``allowed``."""
+  value = cfg.get(field)
+  if isinstance(value, list):
+    value = tuple(value)
+  if value not in allowed:
+    wanted = (f'computes {allowed[0]!r}' if len(allowed) == 1 or allowed[1] is None
+              else f'supports {list(allowed)}')
+    raise ValueError(f"{path}: layer {cfg.get('name')!r} ({cls}) has {field}={value!r}; "
+                     f'our model {wanted}')
+  return value
+
+
+def _ints(cfg, cls, field, path, count=1):
+  """cfg[field] as ``count`` positive ints (an int stands for all of them)."""
+  value = cfg.get(field)
+  value = [value] * count if isinstance(value, int) and count > 1 else value
+  values = value if isinstance(value, list) else [value]
+  if len(values) != count or not all(
+      isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+    raise ValueError(f"{path}: layer {cfg.get('name')!r} ({cls}) has {field}={value!r}; "
+                     f'expected {"a positive integer" if count == 1 else f"{count} of them"}')
+  return values[0] if count == 1 else tuple(values)
+
+
+def _check_keras_config(config, path):
+  """Checks a model config describes a model we compute -> (the head's
+  activation, the pool size, the weighted layers as 'LSTM(20)' etc.)."""
+  layers = _config_layers(config, path)
+  order = ' '.join(f'TimeDistributed({inner})' if inner else cls
+                   for cls, _, inner, _ in layers)
+  if not _OUR_ORDER.fullmatch(order):
     raise ValueError(f'{path}: the model\'s layers are {order!r}; ours are [Conv2D '
                      'MaxPooling2D Flatten (TimeDistributed)] LSTM ... LSTM Dense')
-  for layer in layers:
-    cls = layer.get('class_name')
-    if cls == 'InputLayer':
-      continue
+  activation, pool_size, described = None, None, []
+  last_lstm = max(i for i, layer in enumerate(layers) if layer[0] == 'LSTM')
+  for i, (cls, cfg, inner, inner_cfg) in enumerate(layers):
     if cls == 'LSTM':
-      need(layer, 'activation', ('tanh',))
-      need(layer, 'recurrent_activation', ('sigmoid',))
-      need(layer, 'go_backwards', (False,))
-      need(layer, 'return_sequences', (layer is not lstms[-1],))
+      _need(cfg, cls, 'activation', ('tanh',), path)
+      _need(cfg, cls, 'recurrent_activation', ('sigmoid',), path)
+      _need(cfg, cls, 'go_backwards', (False,), path)
+      _need(cfg, cls, 'return_sequences', (i != last_lstm,), path)
+      described.append(f'LSTM({_ints(cfg, cls, "units", path)})')
     elif cls == 'Dense':
-      need(layer, 'activation', ('linear', 'softmax', 'sigmoid'))
-      activation = layer['config']['activation']
-    elif cls == 'TimeDistributed':
-      inner = layer['config']['layer']
-      if inner['class_name'] == 'Conv2D':
-        need(inner, 'activation', ('relu',))
-        need(inner, 'strides', ((1, 1),))
-        need(inner, 'padding', ('valid',))
-        need(inner, 'dilation_rate', ((1, 1),))
-        need(inner, 'data_format', ('channels_last', None))
-      elif inner['class_name'] == 'MaxPooling2D':
-        size = tuple(inner['config']['pool_size'])
-        need(inner, 'strides', (size, None))
-        need(inner, 'padding', ('valid',))
-        if size[0] != size[1]:
-          raise ValueError(f'{path}: MaxPooling2D pool_size={size}; ours is square')
-        pool_size = size[0]
-      elif inner['class_name'] != 'Flatten':
-        raise ValueError(f"{path}: TimeDistributed({inner['class_name']}) is not part of "
-                         f'our models ({_SUPPORTED})')
-    else:
-      raise ValueError(f"{path}: layer {layer.get('config', {}).get('name')!r} ({cls}) "
-                       f'is not part of our models ({_SUPPORTED})')
-  return activation, pool_size
+      activation = _need(cfg, cls, 'activation', _ACTIVATIONS, path)
+      described.append(f'Dense({_ints(cfg, cls, "units", path)})')
+    elif inner == 'Conv2D':
+      _need(inner_cfg, inner, 'activation', ('relu',), path)
+      for field, allowed in (('strides', (1, 1)), ('dilation_rate', (1, 1)),
+                             ('padding', 'valid'), ('data_format', 'channels_last')):
+        _need(inner_cfg, inner, field, (allowed,) + ((None,) if field == 'data_format' else ()),
+              path)
+      k = _ints(inner_cfg, inner, 'kernel_size', path, count=2)
+      described.append(f'Conv2D({_ints(inner_cfg, inner, "filters", path)}, {k[0]}x{k[1]})')
+    elif inner == 'MaxPooling2D':
+      size = _ints(inner_cfg, inner, 'pool_size', path, count=2)
+      _need(inner_cfg, inner, 'strides', (size, None), path)
+      _need(inner_cfg, inner, 'padding', ('valid',), path)
+      if size[0] != size[1]:
+        raise ValueError(f'{path}: MaxPooling2D pool_size={size}; ours is square')
+      pool_size = size[0]
+  return activation, pool_size, described
 
 
 def _legacy_weights_group(h5):
   """The group of a legacy (Keras 2 / tf.keras) HDF5 file holding ``layer_names``, or None."""
+  import h5py  # pylint: disable=g-import-not-at-top
   if 'layer_names' in h5.attrs:
     return h5  # model.save_weights('x.h5')
-  if 'model_weights' in h5 and 'layer_names' in h5['model_weights'].attrs:
-    return h5['model_weights']  # model.save('x.h5')
+  group = h5.get('model_weights')
+  if isinstance(group, h5py.Group) and 'layer_names' in group.attrs:
+    return group  # model.save('x.h5')
   return None
 
 
@@ -788,18 +935,28 @@ def _text(value):
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
+def _names(obj, attr, path) -> List[str]:
+  """A legacy file's list-of-names attribute (``layer_names``, ``weight_names``)."""
+  value = obj.attrs.get(attr, [])
+  if np.ndim(value) != 1:
+    raise ValueError(f'{path}: {obj.name} has {attr}={value!r:.60}; expected a list of names')
+  return [_text(v) for v in value]
+
+
 def _legacy_layers(group, path) -> List[Tuple[str, List[np.ndarray]]]:
   """[(layer name, arrays)] in model order, layers with weights only."""
+  import h5py  # pylint: disable=g-import-not-at-top
   layers = []
-  for name in (_text(n) for n in group.attrs['layer_names']):
-    if name not in group:
+  for name in _names(group, 'layer_names', path):
+    layer = group.get(name)
+    if not isinstance(layer, h5py.Group):
       raise ValueError(f'{path}: layer_names lists {name!r}, but the file has no such group')
-    weight_names = [_text(w) for w in group[name].attrs.get('weight_names', [])]
-    missing = [w for w in weight_names if w not in group[name]]
+    weight_names = _names(layer, 'weight_names', path)
+    missing = [w for w in weight_names if w not in layer]
     if missing:
       raise ValueError(f'{path}: layer {name!r} lists weights {missing} it does not hold')
     if weight_names:
-      layers.append((name, [np.asarray(group[name][w], np.float32) for w in weight_names]))
+      layers.append((name, [_array(layer.get(w), f'{name}/{w}', path) for w in weight_names]))
   return layers
 
 
@@ -838,6 +995,64 @@ def _kind_of(arrays) -> str:
   return '?'
 
 
+def _describe(name, arrays) -> str:
+  """A layer's arrays as the model config would name it: 'LSTM(20)', 'Dense(5)'."""
+  kind, shapes = _kind_of(arrays), [a.shape for a in arrays]
+  if kind == 'conv':
+    return f'Conv2D({shapes[0][3]}, {shapes[0][0]}x{shapes[0][1]})'
+  if kind in ('lstm', 'dense'):
+    return f'LSTM({shapes[1][0]})' if kind == 'lstm' else f'Dense({shapes[0][1]})'
+  return f'{name} {shapes}'
+
+
+def _read_keras_layers(path):
+  """A Keras file -> ([(layer, arrays)] in model order, the config's head
+  activation, its pool size), the config (if any) checked against the weights."""
+  h5, config = _open_keras_file(path)
+  with h5, _reading(path):
+    legacy = _legacy_weights_group(h5)
+    if legacy is not None and config is None and 'model_config' in h5.attrs:
+      config = _parse_json(_text(h5.attrs['model_config']), f'{path}: model_config')
+    activation, pool_size, described = (None, None, None) if config is None else (
+        _check_keras_config(config, path))
+    if legacy is not None:
+      layers = _legacy_layers(legacy, path)
+    else:
+      layers = _keras3_layers(_weights_of(h5, path), path)
+  held = [_describe(name, arrays) for name, arrays in layers]
+  if described is not None and held != described:
+    raise ValueError(f'{path}: its model config describes [{", ".join(described)}], but '
+                     f'its weights hold [{", ".join(held)}]; the file contradicts itself')
+  kinds = ' '.join(_kind_of(arrays) for _, arrays in layers)
+  if not re.fullmatch(r'(conv )?(lstm )+dense', kinds):
+    raise ValueError(f'{path}: the layers with weights are [{", ".join(held)}]; our models '
+                     'have an optional Conv2D (kernel, bias), one or more LSTMs (kernel, '
+                     'recurrent_kernel, bias) and a Dense head (kernel, bias), in that order')
+  return layers, activation, pool_size
+
+
+def _our_model(layers, pool_size, path):
+  """[(layer, arrays)] of a seed model -> (our StackedLSTM / CNNLSTM, its params)."""
+  from lstm_flax import models  # pylint: disable=g-import-not-at-top
+  lstms = [lstm_from_keras(arrays) for _, arrays in layers if _kind_of(arrays) == 'lstm']
+  dense = dense_from_keras(layers[-1][1])
+  num_outputs = dense['kernel'].shape[1]
+  sizes = tuple(p['recurrent_kernel'].shape[0] for p in lstms)
+  if _kind_of(layers[0][1]) != 'conv':
+    return (models.StackedLSTM(layer_sizes=sizes, num_outputs=num_outputs),
+            stacked_lstm_params(lstms, dense))
+  name, (kernel, bias) = layers[0]
+  if kernel.shape[0] != kernel.shape[1]:
+    raise ValueError(f'{path}: {name} (Conv2D) kernel has shape {kernel.shape}; ours is '
+                     'square (k, k, channels, filters)')
+  _check_shape(f'{path}: {name} (Conv2D) bias', bias, (kernel.shape[3],))
+  model = models.CNNLSTM(layer_sizes=sizes, num_outputs=num_outputs,
+                         conv_features=kernel.shape[3], kernel_size=kernel.shape[0],
+                         pool_size=pool_size)
+  return model, {'encoder': {'kernel': kernel, 'bias': bias},
+                 'rnn': stacked_lstm_params(lstms, dense)}
+
+
 def load_keras(path, activation: Optional[str] = None,
                pool_size: Optional[int] = None) -> KerasImport:
   """A Keras file of a seed model -> our model and params.
@@ -851,58 +1066,28 @@ def load_keras(path, activation: Optional[str] = None,
   MaxPooling2D -> Flatten in front.  A model config (a ``.keras``' config.json,
   a legacy model file's ``model_config``) is checked -- layer order,
   activations (an old Keras' ``hard_sigmoid`` is refused: ours is sigmoid),
-  return_sequences, conv strides and padding, pool size -- and gives the head's
-  activation; a weights-only file has none, so it is assumed to be such a model
-  with Keras' defaults, the activation is ``activation`` (or unknown) and the
-  pool is ``pool_size`` (default 2).  A compiled model's optimizer state in the
-  file is not read.
+  return_sequences, conv strides and padding, pool size, and that its layers
+  and sizes are those the weights hold -- and gives the head's activation; a
+  weights-only file has none, so it is assumed to be such a model with Keras'
+  defaults, the activation is ``activation`` (or unknown) and the pool is
+  ``pool_size`` (default 2).  A compiled model's optimizer state in the file
+  is not read.
+
+  Hostile files are refused with a ValueError naming the file: a zip whose
+  directory promises more than ``MAX_FILE_BYTES`` (or a compression ratio
+  over ``MAX_COMPRESSION_RATIO``), HDF5 links to other files, external or
+  virtual datasets, and damaged, truncated or malformed files.
   """
-  from lstm_flax import models  # pylint: disable=g-import-not-at-top
   if activation not in (None,) + _ACTIVATIONS:
     raise ValueError(f'activation={activation!r}; expected one of {_ACTIVATIONS}')
-  h5, config = _open_keras_file(path)
-  with h5:
-    legacy = _legacy_weights_group(h5)
-    if legacy is not None and config is None and 'model_config' in h5.attrs:
-      config = json.loads(_text(h5.attrs['model_config']))
-    config_activation, config_pool = (None, None) if config is None else (
-        _check_keras_config(config, path))
-    if legacy is not None:
-      layers = _legacy_layers(legacy, path)
-    else:
-      layers = _keras3_layers(_weights_of(h5), path)
+  layers, config_activation, config_pool = _read_keras_layers(path)
   if activation is not None and config_activation not in (None, activation):
     raise ValueError(f'activation={activation!r}, but {path} says its Dense head uses '
                      f'{config_activation!r}')
   activation = activation or config_activation
   if pool_size is not None and config_pool not in (None, pool_size):
     raise ValueError(f'pool_size={pool_size!r}, but {path} says {config_pool!r}')
-  pool_size = pool_size or config_pool or 2
-
-  kinds = ' '.join(_kind_of(arrays) for _, arrays in layers)
-  if not re.fullmatch(r'(conv )?(lstm )+dense', kinds):
-    described = ', '.join(f'{name} {[a.shape for a in arrays]}' for name, arrays in layers)
-    raise ValueError(f'{path}: the layers with weights are [{described}]; our models have '
-                     'an optional Conv2D (kernel, bias), one or more LSTMs (kernel, '
-                     'recurrent_kernel, bias) and a Dense head (kernel, bias), in that order')
-  lstms = [lstm_from_keras(arrays) for name, arrays in layers if _kind_of(arrays) == 'lstm']
-  dense = dense_from_keras(layers[-1][1])
-  num_outputs = dense['kernel'].shape[1]
-  sizes = tuple(p['recurrent_kernel'].shape[0] for p in lstms)
-  if not kinds.startswith('conv'):
-    params = stacked_lstm_params(lstms, dense)
-    model = models.StackedLSTM(layer_sizes=sizes, num_outputs=num_outputs)
-  else:
-    name, (kernel, bias) = layers[0]
-    if kernel.shape[0] != kernel.shape[1]:
-      raise ValueError(f'{path}: {name} (Conv2D) kernel has shape {kernel.shape}; ours is '
-                       'square (k, k, channels, filters)')
-    _check_shape(f'{path}: {name} (Conv2D) bias', bias, (kernel.shape[3],))
-    params = {'encoder': {'kernel': kernel, 'bias': bias},
-              'rnn': stacked_lstm_params(lstms, dense)}
-    model = models.CNNLSTM(layer_sizes=sizes, num_outputs=num_outputs,
-                           conv_features=kernel.shape[3], kernel_size=kernel.shape[0],
-                           pool_size=pool_size)
+  model, params = _our_model(layers, pool_size or config_pool or 2, path)
   return KerasImport(model=model, variables={'params': params}, activation=activation)
 
 

@@ -9,9 +9,11 @@ absolute difference (``pytest -s`` shows them).
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import re
 import sys
+import zipfile
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
@@ -382,6 +384,218 @@ def test_a_file_that_is_neither_zip_nor_hdf5_is_refused(tmp_path):
   path.write_bytes(b'not a model at all')
   with pytest.raises(ValueError, match=r'neither a zip archive \(.keras\) nor an HDF5'):
     interop.load_keras(path)
+
+
+# --- hostile Keras files: refused with a ValueError naming the file (h5py only) -------
+
+
+def _h5py():
+  return pytest.importorskip('h5py', reason=f'h5py is not installed; {EXTRA}')
+
+
+def _lstm_entry(units, return_sequences=False, **changes):
+  config = {'name': 'lstm', 'units': units, 'activation': 'tanh',
+            'recurrent_activation': 'sigmoid', 'go_backwards': False,
+            'return_sequences': return_sequences, **changes}
+  return {'class_name': 'LSTM', 'config': config}
+
+
+def _dense_entry(units, activation='linear'):
+  return {'class_name': 'Dense', 'config': {'name': 'dense', 'units': units,
+                                            'activation': activation}}
+
+
+def _sequential(*layers):
+  """A Keras 3 Sequential's config.json, only the fields load_keras reads."""
+  return {'class_name': 'Sequential', 'config': {'layers': [
+      {'class_name': 'InputLayer', 'config': {'batch_shape': [None, 5, 3]}}, *layers]}}
+
+
+def _weights_file(path, layer_sizes=(4,), features=3, outputs=2):
+  """Our writer's Keras 3 .weights.h5 of StackedLSTM(layer_sizes, outputs)."""
+  rng = np.random.default_rng(20)
+  widths = (features,) + tuple(layer_sizes)
+  layers = [_random_lstm_params(rng, f, h) for f, h in zip(widths, layer_sizes)]
+  dense = {'kernel': rng.normal(size=(layer_sizes[-1], outputs)).astype(np.float32),
+           'bias': np.zeros(outputs, np.float32)}
+  interop.save_keras_weights(path, interop.stacked_lstm_params(layers, dense))
+  return path
+
+
+def _keras_zip(path, config, weights_h5, **zip_options):
+  """A .keras archive: config.json (a dict, or raw bytes) and model.weights.h5."""
+  with zipfile.ZipFile(path, 'w', **zip_options) as z:
+    z.writestr('config.json', config if isinstance(config, bytes) else json.dumps(config))
+    if weights_h5 is not None:
+      z.writestr('model.weights.h5', weights_h5 if isinstance(weights_h5, bytes)
+                 else weights_h5.read_bytes())
+  return path
+
+
+def _refused(path, match, readers=(interop.load_keras,)):
+  """Each reader raises ValueError naming ``path`` and matching ``match``."""
+  for read in readers:
+    with pytest.raises(ValueError, match=match) as error:
+      read(path)
+    assert str(path) in str(error.value), (read.__name__, str(error.value))
+
+
+def test_a_consistent_hand_made_keras_file_loads(tmp_path):
+  """The control for the hostile files below: the same recipe, consistent, loads."""
+  _h5py()
+  weights = _weights_file(tmp_path / 'ok.weights.h5', (4, 4))
+  path = _keras_zip(tmp_path / 'ok.keras', _sequential(
+      _lstm_entry(4, True), _lstm_entry(4), _dense_entry(2, 'softmax')), weights)
+  imported = interop.load_keras(path)
+  assert imported.model == StackedLSTM((4, 4), 2)
+  assert imported.activation == 'softmax'
+
+
+@pytest.mark.parametrize('layers,sizes,described,held', [
+    ((_lstm_entry(4, True), _lstm_entry(4), _dense_entry(2)), (4,),
+     'LSTM(4), LSTM(4), Dense(2)', 'LSTM(4), Dense(2)'),
+    ((_lstm_entry(5), _dense_entry(2)), (4,), 'LSTM(5), Dense(2)', 'LSTM(4), Dense(2)'),
+    ((_lstm_entry(4), _dense_entry(3)), (4,), 'LSTM(4), Dense(3)', 'LSTM(4), Dense(2)'),
+], ids=['two_lstms_one_held', 'units', 'dense_units'])
+def test_keras_file_whose_config_contradicts_its_weights_is_refused(
+    tmp_path, layers, sizes, described, held):
+  _h5py()
+  path = _keras_zip(tmp_path / 'liar.keras', _sequential(*layers),
+                    _weights_file(tmp_path / 'w.weights.h5', sizes))
+  _refused(path, re.escape(f'describes [{described}], but its weights hold [{held}]'))
+
+
+def _external(h5py, f, tmp_path):
+  secret = tmp_path / 'secret.txt'
+  secret.write_bytes(b'root:x:0:0:root:/root:/bin/bash\n' * 4)
+  del f['layers/dense/vars/1']
+  f.create_dataset('layers/dense/vars/1', (2,), 'f4', external=[(str(secret), 0, 8)])
+
+
+def _virtual(h5py, f, tmp_path):
+  with h5py.File(tmp_path / 'other.h5', 'w') as other:
+    other['x'] = np.ones(2, np.float32)
+  layout = h5py.VirtualLayout(shape=(2,), dtype='f4')
+  layout[:] = h5py.VirtualSource(str(tmp_path / 'other.h5'), 'x', shape=(2,))
+  del f['layers/dense/vars/1']
+  f.create_virtual_dataset('layers/dense/vars/1', layout)
+
+
+def _external_link(h5py, f, tmp_path):
+  del f['layers/dense/vars/1']
+  f['layers/dense/vars/1'] = h5py.ExternalLink(str(tmp_path / 'other.h5'), '/x')
+
+
+@pytest.mark.parametrize('make,match', [
+    (_external, r"'layers/dense/vars/1' keeps its data outside the file \(external "
+                r"storage in '.*secret.txt'\)"),
+    (_virtual, r"'layers/dense/vars/1' is a virtual dataset"),
+    (_external_link, r"'layers/dense/vars/1' links to another file"),
+], ids=['external_storage', 'virtual_dataset', 'external_link'])
+def test_hdf5_that_points_outside_itself_is_refused(tmp_path, make, match):
+  """External storage would read any local file (a password file, say) into the weights."""
+  h5py = _h5py()
+  path = _weights_file(tmp_path / 'hostile.weights.h5')
+  with h5py.File(path, 'a') as f:
+    make(h5py, f, tmp_path)
+  _refused(path, match, (interop.load_keras, interop.read_keras_weights))
+  archive = _keras_zip(tmp_path / 'hostile.keras', _sequential(_lstm_entry(4), _dense_entry(2)),
+                       path)
+  _refused(archive, match, (interop.load_keras, interop.read_keras_weights))
+
+
+def test_truncated_keras_files_are_refused_naming_the_file(tmp_path):
+  _h5py()
+  whole = _weights_file(tmp_path / 'whole.weights.h5').read_bytes()
+  path = tmp_path / 'cut.weights.h5'
+  path.write_bytes(whole[:len(whole) // 2])
+  _refused(path, r'not a readable Keras file.*truncated',
+           (interop.load_keras, interop.read_keras_weights))
+  config = _sequential(_lstm_entry(4), _dense_entry(2))
+  inner = _keras_zip(tmp_path / 'inner.keras', config, whole[:len(whole) // 2])
+  _refused(inner, r'not a readable Keras file.*truncated')
+  archive = _keras_zip(tmp_path / 'whole.keras', config, whole).read_bytes()
+  cut = tmp_path / 'cut.keras'
+  cut.write_bytes(archive[:len(archive) // 2])
+  _refused(cut, r'neither a zip archive.*a truncated or damaged zip\?')
+
+
+def test_keras_zip_that_would_inflate_too_far_is_refused_before_reading(
+    tmp_path, monkeypatch):
+  """Refused by the sizes in the zip directory: nothing is inflated."""
+  _h5py()
+  config = _sequential(_lstm_entry(4), _dense_entry(2))
+  bomb = _keras_zip(tmp_path / 'bomb.keras', config, bytes(16 << 20),
+                    compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+  assert bomb.stat().st_size < 64 << 10  # 16 MiB of zeros in a few kB
+  big = _keras_zip(tmp_path / 'big.keras', config, bytes(2 << 20))
+
+  def no_inflating(*args, **kwargs):
+    raise AssertionError('a member was opened')
+
+  monkeypatch.setattr(zipfile.ZipFile, 'open', no_inflating)
+  _refused(bomb, r'model.weights.h5 would inflate from [\d,]+ to 16,777,216 bytes '
+                 r'\(over 1000x\); refusing a likely zip bomb')
+  # Over the total bound (4 GiB; lowered here to keep the test small), stored.
+  monkeypatch.setattr(sys.modules[interop.load_keras.__module__], 'MAX_FILE_BYTES', 1 << 20)
+  _refused(big, r"'model.weights.h5'\] inflate to [\d,]+ bytes; refusing more than 1,048,576")
+
+
+def _malformed(kind, tmp_path):
+  """A file that is malformed in one way -> (path, what the error must say)."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  weights = _weights_file(tmp_path / 'w.weights.h5')
+  good = _sequential(_lstm_entry(4), _dense_entry(2))
+  if kind == 'config_not_json':
+    return _keras_zip(tmp_path / 'm.keras', b'{"class_name": ', weights), (
+        r'config.json is not valid JSON')
+  if kind == 'config_without_layers':
+    return _keras_zip(tmp_path / 'm.keras', {'class_name': 'Sequential', 'config': {}},
+                      weights), r'has no config.layers list'
+  if kind == 'layer_without_config':
+    return _keras_zip(tmp_path / 'm.keras', _sequential({'class_name': 'LSTM'}), weights), (
+        r'layers\[1\] is not a layer entry with a class_name and a config dict')
+  if kind == 'lstm_without_units':
+    bad = _lstm_entry(4)
+    del bad['config']['units']
+    return _keras_zip(tmp_path / 'm.keras', _sequential(bad, _dense_entry(2)), weights), (
+        r"layer 'lstm' \(LSTM\) has units=None; expected a positive integer")
+  if kind == 'no_weights_member':
+    return _keras_zip(tmp_path / 'm.keras', good, None), r'without model.weights.h5'
+  with h5py.File(weights, 'a') as f:
+    if kind == 'vars_member_is_a_group':
+      del f['layers/dense/vars/1']
+      f.create_group('layers/dense/vars/1')
+      return weights, r'layers/dense/vars/1 is Group; expected a dataset of numbers'
+    if kind == 'vars_member_is_text':
+      del f['layers/dense/vars/1']
+      f['layers/dense/vars/1'] = np.array([b'ab', b'cd'])
+      return weights, r'layers/dense/vars/1 is a dataset of \|S2; expected a dataset of numbers'
+  legacy = tmp_path / 'legacy.h5'
+  with h5py.File(legacy, 'w') as f:
+    f.attrs['layer_names'] = [b'lstm', b'dense']
+    f['lstm'] = np.zeros(3)  # a dataset where the layer's group should be
+    f.create_group('dense').attrs['weight_names'] = b'dense/kernel:0'
+    if kind == 'legacy_layer_is_a_dataset':
+      return legacy, r"layer_names lists 'lstm', but the file has no such group"
+    del f['lstm']
+    f.create_group('lstm').attrs['weight_names'] = []
+    if kind == 'legacy_weight_names_not_a_list':
+      return legacy, r"/dense has weight_names=.*dense/kernel:0.*; expected a list of names"
+    f['dense'].attrs['weight_names'] = [b'kernel:0']
+    f.attrs['model_config'] = '{"class_name": "Sequential", '
+    return legacy, r'model_config is not valid JSON'
+
+
+@pytest.mark.parametrize('kind', [
+    'config_not_json', 'config_without_layers', 'layer_without_config',
+    'lstm_without_units', 'no_weights_member', 'vars_member_is_a_group',
+    'vars_member_is_text', 'legacy_layer_is_a_dataset', 'legacy_weight_names_not_a_list',
+    'legacy_model_config_not_json'])
+def test_malformed_keras_files_say_what_is_missing(tmp_path, kind):
+  _h5py()
+  path, match = _malformed(kind, tmp_path)
+  _refused(path, match)
 
 
 # --- PyTorch parity -------------------------------------------------------------
