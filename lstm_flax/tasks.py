@@ -48,6 +48,13 @@ class Task:
     ``details`` (JSON-able) go to results.json under ``report`` — for what
     one batched forward pass cannot measure (generation by feeding
     predictions back) and for printouts.
+  held_out: optional ``(part) -> (inputs, targets)`` numpy arrays of EVERY
+    example of a fixed data set's 'valid' or 'test' part, in the model's
+    (normalised) units (tasks from files: ``series``, ``sequences``).  When
+    given, evaluation uses these instead of generated examples.
+  baselines: optional ``() -> {name: {metric: float}}``: simple reference
+    models' metrics on exactly the test examples (``series``: persistence,
+    seasonal naive, linear AR), for results.json's ``baselines``.
   """
 
   name: str
@@ -64,6 +71,8 @@ class Task:
   output_kind: str = 'example'
   output_steps: int = 0
   report: Optional[Callable[..., Tuple[Dict[str, float], Any]]] = None
+  held_out: Optional[Callable[[str], Tuple[np.ndarray, np.ndarray]]] = None
+  baselines: Optional[Callable[[], Dict[str, Dict[str, float]]]] = None
 
 
 # --- losses and metrics (pure) -------------------------------------------------
@@ -359,6 +368,19 @@ def rectangles_task(options):
       output_kind='example' if o['mode'] == 'pairs' else 'per_step',
       report=_rectangles_report(o['mode']))
 
+
+def _from_module(module, builder):
+  """A builder in ``lstm_flax.<module>``, imported when first used (those
+  modules import this one)."""
+
+  def build(options):
+    import importlib  # pylint: disable=g-import-not-at-top
+    return getattr(importlib.import_module(f'lstm_flax.{module}'),
+                   builder)(options)
+
+  return build
+
+
 TASKS = {
     'echo': echo_task,
     'damped_sine': damped_sine_task,
@@ -366,6 +388,8 @@ TASKS = {
     'addition': addition_task,
     'cumsum_threshold': cumsum_threshold_task,
     'rectangles': rectangles_task,
+    'series': _from_module('series', 'series_task'),
+    'sequences': _from_module('sequences', 'sequences_task'),
 }
 
 
