@@ -34,13 +34,18 @@ def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
   runs two or more fused layers (``lstm.use_fused_recurrence``) as one loop
   (``lstm.lstm_stack_wavefront``; same parameters), 'layerwise' one loop
   per layer.  ``options``: the layers' ``unroll``, ``dtype``,
-  ``input_projection`` and ``recurrence``.
+  ``input_projection``, ``recurrence``, ``dropout``, ``recurrent_dropout``
+  and ``deterministic`` (dropout off); layers that drop run one loop each
+  (the wavefront has no dropout masks).
   """
   if layer_schedule not in LAYER_SCHEDULES:
     raise ValueError(f'layer_schedule={layer_schedule!r}: use one of '
                      f'{list(LAYER_SCHEDULES)}')
+  dropping = (not options.get('deterministic', True) and
+              (options.get('dropout', 0.0) or
+               options.get('recurrent_dropout', 0.0)))
   if (layer_schedule == 'wavefront' and len(layer_sizes) > 1 and
-      use_fused_recurrence(options.get('recurrence', 'auto'),
+      not dropping and use_fused_recurrence(options.get('recurrence', 'auto'),
                            options.get('unroll', 0), inputs.shape[1])):
     weights, features = [], inputs.shape[-1]
     for units, name in zip(layer_sizes, names):
@@ -56,11 +61,26 @@ def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
   return x
 
 
+def _dropout_options(module, train):
+  """The LSTM layers' dropout options of ``module`` (dropout drawn from the
+  'dropout' rng stream only when ``train``)."""
+  return {'dropout': module.dropout,
+          'recurrent_dropout': module.recurrent_dropout,
+          'deterministic': not train}
+
+
 class StackedLSTM(nn.Module):
   """LSTM(layer_sizes[0]) -> ... -> LSTM(layer_sizes[-1]) -> Dense(num_outputs).
 
   Every layer but the last returns its whole sequence into the next; the
   last returns its final output.  One layer is the seed's vanilla LSTM.
+
+  ``dropout`` / ``recurrent_dropout``: every layer's (see ``lstm.LSTM``),
+  applied only with ``train=True`` (an rng named 'dropout').
+  ``highway`` n > 0: a linear autoregression on the last n input steps of
+  every input feature, ``Dense(num_outputs)`` named ``highway`` of the
+  flattened (B, n * F) inputs, added to the output (LSTNet's highway: the
+  recurrent path learns what the linear model misses).
 
   inputs (B, T, F) -> outputs (B, num_outputs).
   """
@@ -72,16 +92,28 @@ class StackedLSTM(nn.Module):
   input_projection: str = 'auto'    # 'auto', 'hoisted' or 'in_scan'
   recurrence: str = 'auto'          # 'fused', 'scan' (see lstm.LSTM)
   layer_schedule: str = 'wavefront'  # or 'layerwise' (see lstm_stack_wavefront)
+  dropout: float = 0.0
+  recurrent_dropout: float = 0.0
+  highway: int = 0                  # 0: none; n: AR on the last n steps
 
   @nn.compact
-  def __call__(self, inputs):
+  def __call__(self, inputs, train: bool = False):
     x = lstm_stack(inputs, self.layer_sizes,
                    [f'lstm_{i}' for i in range(len(self.layer_sizes))],
                    False, self.layer_schedule, unroll=self.unroll,
                    dtype=self.dtype, input_projection=self.input_projection,
-                   recurrence=self.recurrence)
-    return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
-                    name='dense')(x)
+                   recurrence=self.recurrence,
+                   **_dropout_options(self, train))
+    outputs = nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
+                       name='dense')(x)
+    if self.highway:
+      if self.highway > inputs.shape[1]:
+        raise ValueError(f'StackedLSTM.highway={self.highway} is longer than '
+                         f'the inputs ({inputs.shape[1]} steps)')
+      recent = inputs[:, -self.highway:, :].reshape(inputs.shape[0], -1)
+      outputs = outputs + nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
+                                   name='highway')(recent)
+    return outputs
 
 
 def pooled_size(size, kernel_size, pool_size):
@@ -147,9 +179,11 @@ class CNNLSTM(nn.Module):
   input_projection: str = 'auto'
   recurrence: str = 'auto'
   layer_schedule: str = 'wavefront'
+  dropout: float = 0.0
+  recurrent_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, frames):
+  def __call__(self, frames, train: bool = False):
     encoder = nn.vmap(FrameEncoder, in_axes=1, out_axes=1,
                       variable_axes={'params': None},
                       split_rngs={'params': False})
@@ -157,7 +191,8 @@ class CNNLSTM(nn.Module):
                 self.encoder_implementation, name='encoder')(frames)
     return StackedLSTM(self.layer_sizes, self.num_outputs, self.unroll,
                        self.dtype, self.input_projection, self.recurrence,
-                       self.layer_schedule, name='rnn')(x)
+                       self.layer_schedule, self.dropout,
+                       self.recurrent_dropout, name='rnn')(x, train)
 
 
 class EncoderDecoder(nn.Module):
@@ -180,13 +215,16 @@ class EncoderDecoder(nn.Module):
   input_projection: str = 'auto'
   recurrence: str = 'auto'
   layer_schedule: str = 'wavefront'
+  dropout: float = 0.0
+  recurrent_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, inputs):
+  def __call__(self, inputs, train: bool = False):
     x = inputs
     options = {'unroll': self.unroll, 'dtype': self.dtype,
                'input_projection': self.input_projection,
-               'recurrence': self.recurrence}
+               'recurrence': self.recurrence,
+               **_dropout_options(self, train)}
     encoder = self.layer_sizes[:self.encoder_depth]
     decoder = self.layer_sizes[self.encoder_depth:]
     x = lstm_stack(x, encoder, [f'encoder_{i}' for i in range(len(encoder))],
@@ -222,12 +260,15 @@ class PerStepRNN(nn.Module):
   input_projection: str = 'auto'
   recurrence: str = 'auto'
   layer_schedule: str = 'wavefront'
+  dropout: float = 0.0
+  recurrent_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, inputs):
+  def __call__(self, inputs, train: bool = False):
     x = inputs
     options = {'unroll': self.unroll, 'dtype': self.dtype,
-               'input_projection': self.input_projection}
+               'input_projection': self.input_projection,
+               **_dropout_options(self, train)}
     if self.cell == 'lstm':
       options['recurrence'] = self.recurrence
     names = [f'rnn_{i}' for i in range(len(self.layer_sizes))]
@@ -289,6 +330,18 @@ def check_model_config(model_config, task_config, input_kind,
   v.choice('model.recurrence', options.get('recurrence', 'auto'), RECURRENCES)
   v.choice('model.layer_schedule', options.get('layer_schedule', 'wavefront'),
            LAYER_SCHEDULES)
+  for field in ('dropout', 'recurrent_dropout'):
+    rate = options.get(field, 0.0)
+    v.number(f'model.{field}', rate, 0)
+    if rate >= 1:
+      v._fail(f'model.{field}', rate, 'must be in [0, 1)')  # pylint: disable=protected-access
+  if name == 'lstm':
+    highway = options.get('highway', 0)
+    v.integer('model.highway', highway, 0)
+    steps = dict(task_config).get('input_length')
+    if isinstance(steps, int) and highway > steps:
+      v._fail('model.highway', highway,  # pylint: disable=protected-access
+              f'must be <= task.input_length={steps} (the steps it reads)')
   if name == 'encoder_decoder':
     if len(sizes) < 2:
       v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
