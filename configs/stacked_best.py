@@ -12,7 +12,7 @@ Expected: held-out MAE ~0.0004, against ~0.02 for the seed's protocol (see
 docs/experiments.md).
 """
 
-from configs import stacked
+from lstm_flax.configs import stacked
 
 
 def get_config():

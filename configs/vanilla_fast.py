@@ -10,7 +10,7 @@ sequences.
 Expected: held-out accuracy 1.0 on every seed (see docs/experiments.md).
 """
 
-from configs import vanilla
+from lstm_flax.configs import vanilla
 
 
 def get_config():

@@ -1,0 +1,849 @@
+"""lstm-flax: train, evaluate or predict with one experiment.
+
+  lstm-flax --config=vanilla --config.train.steps=500     train (a fresh workdir)
+  lstm-flax --config=stacked --workdir=/tmp/stacked        train into a workdir
+  lstm-flax eval --workdir=/tmp/stacked                    score its checkpoint
+  lstm-flax predict --workdir=/tmp/stacked --checkpoint=best
+  lstm-flax fields --config=stacked                        every field, its meaning
+  lstm-flax plot /tmp/stacked                              learning curve
+
+`python train.py` is the same program.  --config takes a packaged config's
+name (NAME or NAME:VARIANT) or a config file's path (PATH[:VARIANT]); every
+field can then be overridden with --config.<field>=<value>.
+
+train (the default; also --mode=train) writes <workdir>/config.json,
+metrics.jsonl, checkpoints/ and results.json, and resumes a workdir that holds
+a checkpoint of the same run; without --workdir it writes to a new
+<temp dir>/lstm_flax/<config name>-<date>-<time>.  eval scores a checkpoint
+on fresh held-out data (eval.json); predict prints decoded predictions for a
+few held-out examples (and writes them with --predict_out).  Without
+--config, eval, predict and fields read <workdir>/config.json; a --config that
+changes what the checkpoint means is refused.
+
+Exit status: 0 done (or nothing left to do); 1 training failed, the workdir
+holds another run, or a flag has a value of the wrong type (absl's own check,
+e.g. --config.train.steps=abc); 2 the command cannot work as given (a config,
+flag or path error, said in one line before anything is built); 128+N stopped
+by signal N (a checkpoint is saved).
+"""
+
+import ast
+import difflib
+import gc
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import logging as logging_lib
+import os
+import re
+import sys
+import tempfile
+import textwrap
+import time
+import tokenize
+from typing import Dict, List, Optional, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+from lstm_flax import checkpoints
+from lstm_flax import config_base
+from lstm_flax import validation
+from lstm_flax import workdir as workdir_lib
+
+FLAGS = flags.FLAGS
+COMMANDS = ('train', 'eval', 'predict', 'fields', 'plot')
+DEFAULT_CONFIG = 'vanilla'
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None,
+    'Directory for results, logs and checkpoints.  train without it: a new '
+    '<system temp dir>/lstm_flax/<config name>-<date>-<time>; eval and '
+    'predict need it.')
+_MODE = flags.DEFINE_enum(
+    'mode', 'train', list(COMMANDS),
+    'train (resumes from the workdir\'s latest checkpoint if any), eval '
+    '(a checkpoint -> eval.json), predict (a checkpoint -> printed '
+    'predictions), fields (every config field, its value and meaning) or plot '
+    '(the workdir\'s learning curve).  Also given as the first argument: '
+    '`lstm-flax eval --workdir=DIR`.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', 'latest',
+    'eval/predict: which checkpoint of the workdir: latest, best (by '
+    'config.eval.best_metric) or a step number.')
+_PREDICT_OUT = flags.DEFINE_string(
+    'predict_out', None, 'predict: also write the predictions to this JSON '
+    'file (its directory must exist).')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'train in a workdir that holds a run of a different '
+    'config: delete that run and start anew (without it, refuse).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None,
+    'Multi-host: host:port of process 0, which every process connects to '
+    '(with --num_processes and --process_id; see the README).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Multi-host: how many processes take part.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'Multi-host: this process\'s index, 0 .. '
+    'num_processes-1 (process 0 writes logs, metrics and results).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-host on a managed cluster (Slurm, Cloud TPU, '
+    'Open MPI...): call jax.distributed.initialize() with the settings it '
+    'reads from the environment.')
+_CACHE_DIR = flags.DEFINE_string(
+    'compilation_cache_dir',
+    os.path.join(tempfile.gettempdir(), 'lstm_flax_xla_cache'),
+    "JAX's persistent compilation cache: a rerun of the same program skips "
+    "XLA compilation.  '' disables it.")
+
+# Set by run() once it knows which config the command starts from.
+_CONFIG = None
+_CONFIG_SOURCE = {'given': None, 'from': None}
+
+
+class CommandError(Exception):
+  """The command cannot work as given; its message is one line for the user."""
+
+  def __init__(self, message: str, exit_code: int = 2):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
+def _fail(message: str, exit_code: int):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(exit_code)
+
+
+def _os_error(e: OSError) -> str:
+  """'Permission denied: /path' rather than '[Errno 13] ...'."""
+  if e.strerror and e.filename:
+    return f'{e.strerror}: {e.filename}'
+  return str(e)
+
+
+# --- Finding and loading configs -------------------------------------------
+
+
+def packaged_configs_dir() -> Optional[str]:
+  """The folder of the packaged configs: lstm_flax.configs when installed,
+  else the configs/ folder beside this package in a source checkout."""
+  _register_checkout_configs()
+  spec = importlib.util.find_spec('lstm_flax.configs')
+  if spec is not None and spec.submodule_search_locations:
+    return list(spec.submodule_search_locations)[0]
+  return None
+
+
+def _register_checkout_configs():
+  """Makes configs/ importable as lstm_flax.configs from a source checkout
+  that was never pip-installed (an installed package maps it there)."""
+  if 'lstm_flax.configs' in sys.modules:
+    return
+  if importlib.util.find_spec('lstm_flax.configs') is not None:
+    return
+  folder = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'configs')
+  init = os.path.join(folder, '__init__.py')
+  if not os.path.isfile(init):
+    return
+  spec = importlib.util.spec_from_file_location(
+      'lstm_flax.configs', init, submodule_search_locations=[folder])
+  module = importlib.util.module_from_spec(spec)
+  sys.modules['lstm_flax.configs'] = module
+  spec.loader.exec_module(module)
+
+
+def packaged_config_names() -> List[str]:
+  folder = packaged_configs_dir()
+  if folder is None:
+    return []
+  return sorted(name[:-3] for name in os.listdir(folder)
+                if name.endswith('.py') and not name.startswith('_'))
+
+
+def _config_file(path_or_name: str) -> str:
+  """The file --config names: an existing path, else a packaged config."""
+  if os.path.isfile(path_or_name):
+    return path_or_name
+  names = packaged_config_names()
+  name = path_or_name[:-3] if path_or_name.endswith('.py') else path_or_name
+  if os.sep not in path_or_name and '/' not in path_or_name and name in names:
+    return os.path.join(packaged_configs_dir(), f'{name}.py')
+  what = ('is a directory' if os.path.isdir(path_or_name)
+          else 'is neither a config file nor a packaged config')
+  raise CommandError(f'--config={path_or_name} {what}; packaged configs: '
+                     f'{", ".join(names) or "none found"} (or give a path to '
+                     f'a .py file with get_config())')
+
+
+def config_from_spec(spec: str) -> ml_collections.ConfigDict:
+  """Loads --config=NAME[:VARIANT] or PATH[:VARIANT]: the locked ConfigDict of
+  the file's ``get_config()``.  Raises CommandError with one line."""
+  path_or_name, _, variant = spec.partition(':')
+  path = _config_file(path_or_name)
+  where = f'--config={spec}'
+  module_name = '_lstm_flax_config_' + hashlib.sha1(
+      os.path.abspath(path).encode()).hexdigest()[:12]
+  try:
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    loader_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise CommandError(f'{where}: syntax error in {e.filename} line '
+                       f'{e.lineno}: {e.msg}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise CommandError(f'{where}: loading {path} failed{_line_in(e, path)}: '
+                       f'{type(e).__name__}: {e}') from e
+  get_config = getattr(module, 'get_config', None)
+  if not callable(get_config):
+    raise CommandError(f'{where}: {path} defines no get_config() (a config '
+                       f'file returns its ConfigDict from get_config())')
+  args = (variant,) if variant else ()
+  try:
+    inspect.signature(get_config).bind(*args)
+  except TypeError:
+    raise CommandError(
+        f'{where}: get_config() in {path} takes no variant, so '
+        f'":{variant}" cannot be used; use --config={path_or_name}') from None
+  except ValueError:  # no signature to inspect: let the call decide
+    pass
+  try:
+    config = get_config(*args)
+  except Exception as e:  # pylint: disable=broad-except
+    raise CommandError(f'{where}: get_config({", ".join(map(repr, args))}) '
+                       f'failed{_line_in(e, path)}: {type(e).__name__}: '
+                       f'{e}') from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise CommandError(f'{where}: get_config() returned '
+                       f'{type(config).__name__}, not an ml_collections '
+                       f'ConfigDict')
+  config.lock()
+  return config
+
+
+def _line_in(error: BaseException, path: str) -> str:
+  """' at line N' of the deepest frame of ``error`` in the file ``path``."""
+  import traceback  # pylint: disable=g-import-not-at-top
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(f.filename) == os.path.abspath(path)]
+  return f' at line {lines[-1]}' if lines else ''
+
+
+def _workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with, from its config.json."""
+  try:
+    config = workdir_lib.load_config(workdir)
+  except (OSError, ValueError, TypeError, KeyError,
+          workdir_lib.WorkdirError) as e:
+    message = _os_error(e) if isinstance(e, OSError) else str(e)
+    raise CommandError(f'cannot use {os.path.join(workdir, "config.json")}: '
+                       f'{message}') from e
+  config.lock()
+  return config
+
+
+def _override_paths(argv: List[str]) -> List[Tuple[str, str]]:
+  """(token, field path) of every --config.<path>[=value] in argv."""
+  found = []
+  for token in argv[1:]:
+    if token == '--':
+      break
+    match = re.match(r'^--?(?:no)?config\.([^=]+)', token)
+    if match:
+      found.append((token, match.group(1)))
+  return found
+
+
+def _check_overrides(config: ml_collections.ConfigDict, argv: List[str]):
+  """Every --config.<path> names a field of ``config``: else one line naming
+  the nearest field names."""
+  for token, path in _override_paths(argv):
+    node, done = config, []
+    for part in path.split('.'):
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise CommandError(f'{token}: config.{".".join(done)} is a value, '
+                           f'not a section with fields')
+      if part not in node:
+        where = 'config' + ''.join(f'.{p}' for p in done)
+        close = difflib.get_close_matches(part, list(node.keys()), n=1)
+        hint = (f'Did you mean "{close[0]}"?' if close else
+                f'Its fields: {", ".join(sorted(node.keys()))}.')
+        raise CommandError(f'{token}: {where} has no field {part!r}.  {hint}  '
+                           f'(lstm-flax fields lists every field)')
+      node = node[part]
+      done.append(part)
+
+
+# --- The command line before absl parses it ---------------------------------
+
+
+def _flag_value(argv: List[str], name: str) -> Optional[str]:
+  """The value of --name=V or --name V in argv (the last one), as absl reads
+  it; None if absent."""
+  value = None
+  for i, token in enumerate(argv[1:], 1):
+    if token == '--':
+      break
+    match = re.match(rf'^--?{name}(?:=(.*))?$', token, re.S)
+    if match:
+      if match.group(1) is not None:
+        value = match.group(1)
+      elif i + 1 < len(argv):
+        value = argv[i + 1]
+  return value
+
+
+def _take_config_flag(argv: List[str]) -> Tuple[Optional[str], List[str]]:
+  """(--config's value or None, argv without it): the cli loads the config
+  itself, so that a bad name, file or variant is one clear line."""
+  spec, rest, i = None, [argv[0]], 1
+  while i < len(argv):
+    token = argv[i]
+    if token == '--':
+      rest.extend(argv[i:])
+      break
+    match = re.match(r'^--?config(?:=(.*))?$', token, re.S)
+    if match:
+      if match.group(1) is not None:
+        spec = match.group(1)
+      elif i + 1 < len(argv):
+        spec = argv[i + 1]
+        i += 1
+      else:
+        raise CommandError('--config needs a value: --config=NAME or PATH')
+      i += 1
+      continue
+    rest.append(token)
+    i += 1
+  return spec, rest
+
+
+def _require_checkpoint(workdir: str, mode: str):
+  if not checkpoints.saved_steps(workdir):
+    raise CommandError(
+        f'--mode={mode} needs a checkpoint, and there is none in '
+        f'{checkpoints.directory(workdir)}: train first with the same '
+        f'--workdir')
+
+
+def _starting_config(spec, mode, workdir) -> Tuple[ml_collections.ConfigDict,
+                                                    str]:
+  """The config the command starts from, before --config.* overrides, and
+  where it came from."""
+  if spec is not None:
+    return config_from_spec(spec), f'--config={spec}'
+  if mode in ('eval', 'predict') or (mode == 'fields' and workdir):
+    if not workdir:
+      raise CommandError(f'--mode={mode} needs --workdir=DIR, the directory '
+                         f'of a training run')
+    if mode != 'fields':
+      _require_checkpoint(workdir, mode)
+    path = os.path.join(workdir, 'config.json')
+    if not os.path.exists(path):
+      raise CommandError(f'{workdir} has no config.json: pass the --config '
+                         f'it was trained with')
+    return _workdir_config(workdir), path
+  return config_from_spec(DEFAULT_CONFIG), f'--config={DEFAULT_CONFIG}'
+
+
+def _config_help() -> str:
+  names = packaged_config_names()
+  return (
+      'The experiment: a packaged config\'s name (' + (', '.join(names) or
+      'none found') + '), optionally NAME:VARIANT, or a config file\'s path '
+      f'(PATH[:VARIANT]; a .py file with get_config()).  Default: '
+      f'{DEFAULT_CONFIG}; eval, predict and fields without --config use '
+      '<workdir>/config.json.  Override any field with '
+      '--config.<field>=<value> (lstm-flax fields lists them); a value of the '
+      'wrong type (--config.train.steps=abc) is a flag error: exit 1.')
+
+
+def _prepare(argv: List[str]) -> List[str]:
+  """Reads the command and --config from argv, loads the config and defines
+  the --config flag (its --config.* overrides) from it; returns the argv absl
+  parses next."""
+  global _CONFIG
+  argv = FLAGS.read_flags_from_files(argv, force_gnu=False)
+  command = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
+  if command:
+    argv = [argv[0]] + argv[2:]
+    given = _flag_value(argv, 'mode')
+    if given is not None and given != command:
+      raise CommandError(f'the command says {command} but --mode={given}')
+    argv.insert(1, f'--mode={command}')
+  spec, argv = _take_config_flag(argv)
+  mode = _flag_value(argv, 'mode') or 'train'
+  config, source = _starting_config(spec, mode, _flag_value(argv, 'workdir'))
+  _check_overrides(config, argv)
+  try:
+    _CONFIG = config_flags.DEFINE_config_dict(
+        'config', config, _config_help(), lock_config=True, sys_argv=argv)
+  except (KeyError, AttributeError) as e:  # what _check_overrides missed
+    raise CommandError(f'no such config field: {e}') from e
+  FLAGS['config'].default_as_str = repr(DEFAULT_CONFIG)  # not the whole dict
+  _CONFIG_SOURCE.update(given=spec, source=source)
+  for name in ('config', 'workdir', 'mode', 'checkpoint', 'predict_out',
+               'overwrite', 'compilation_cache_dir', 'coordinator_address',
+               'num_processes', 'process_id', 'distributed'):
+    # absl's --help shows the main module's key flags: make these ours.
+    FLAGS.register_key_flag_for_module(argv[0], FLAGS[name])
+  return argv
+
+
+# --- What each command does ------------------------------------------------
+
+
+def _format_value(value) -> str:
+  if isinstance(value, float):
+    return f'{value:.4g}'
+  return str(value)
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+  """'accuracy=0.998 loss=0.01234': metrics rounded to 4 significant digits."""
+  return ' '.join(f'{k}={_format_value(v)}' for k, v in metrics.items()
+                  if k != 'num_examples')
+
+
+def default_workdir(name: str, now: Optional[float] = None) -> str:
+  """<temp dir>/lstm_flax/<name>-YYYYmmdd-HHMMSS: a new directory per run.
+  Long or odd names are shortened to a readable prefix and a hash."""
+  safe = re.sub(r'[^A-Za-z0-9._-]+', '_', name or 'run').strip('._') or 'run'
+  if len(safe) > 48:
+    safe = f'{safe[:39]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}'
+  stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(now))
+  return os.path.join(tempfile.gettempdir(), 'lstm_flax', f'{safe}-{stamp}')
+
+
+def _new_directory(path: str) -> str:
+  """Creates ``path`` (or ``path-2``, ``-3``... if taken) and returns it."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  candidate, n = path, 1
+  while True:
+    try:
+      os.mkdir(candidate)
+      return candidate
+    except FileExistsError:
+      n += 1
+      candidate = f'{path}-{n}'
+
+
+def _usable_workdir(workdir: str, write: bool = True):
+  """Raises CommandError unless ``workdir`` is (or can be made) a directory
+  this process can write to."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise CommandError(f'--workdir={workdir} is a file, not a directory')
+  if write and not os.path.exists(workdir):
+    try:
+      os.makedirs(workdir)
+    except OSError as e:
+      raise CommandError(f'--workdir={workdir} cannot be created: '
+                         f'{_os_error(e)}') from e
+  if write and not os.access(workdir, os.W_OK | os.X_OK):
+    raise CommandError(f'--workdir={workdir} is not writable (permission '
+                       f'denied): choose another --workdir')
+
+
+def _finished(config, workdir: str) -> Optional[dict]:
+  """results.json of ``workdir`` if it holds this exact config, trained for
+  config.train.steps: there is nothing left to do."""
+  try:
+    with open(os.path.join(workdir, 'results.json')) as f:
+      results = json.load(f)
+    with open(os.path.join(workdir, 'config.json')) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return None
+  current = json.loads(json.dumps(config.to_dict()))
+  if (saved == current and isinstance(results, dict) and
+      results.get('steps') == config.train.steps and 'eval' in results):
+    return results
+  return None
+
+
+def _checkpoint_choice():
+  """'latest', 'best' or a step (int), from --checkpoint."""
+  value = _CHECKPOINT.value
+  if value in ('latest', 'best'):
+    return value
+  if value.isdigit():
+    return int(value)
+  raise CommandError(f'--checkpoint={value} is invalid: use latest, best or a '
+                     f'step number')
+
+
+def _check_predict_out(path: str):
+  """--predict_out must be writable before predicting (no stray files)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise CommandError(f'--predict_out={path} is a directory; give a file '
+                       f'name')
+  if not os.path.isdir(directory):
+    raise CommandError(f'--predict_out={path}: the directory {directory} '
+                       f'does not exist')
+  if not os.access(directory, os.W_OK | os.X_OK):
+    raise CommandError(f'--predict_out={path}: the directory {directory} is '
+                       f'not writable')
+
+
+def _model_differences(config, workdir: str) -> List[str]:
+  if not os.path.exists(os.path.join(workdir, 'config.json')):
+    return []   # a workdir of older code: nothing to compare with
+  try:
+    return list(workdir_lib.model_differences(config, workdir))
+  except (OSError, ValueError, TypeError, workdir_lib.WorkdirError) as e:
+    message = _os_error(e) if isinstance(e, OSError) else str(e)
+    raise CommandError(f'cannot use {os.path.join(workdir, "config.json")}: '
+                       f'{message}') from e
+
+
+# The loop's entry points, imported here only (jax and the loop load in ~1 s;
+# --help and fields need neither).
+
+
+def _check_config(config):
+  from lstm_flax import experiment  # pylint: disable=g-import-not-at-top
+  experiment.check_config(config)
+
+
+def _train_and_evaluate(config, workdir: str):
+  from lstm_flax import train  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate(config, workdir)
+
+
+def _evaluate_checkpoint(config, workdir: str, checkpoint: str):
+  from lstm_flax import inference  # pylint: disable=g-import-not-at-top
+  return inference.evaluate_checkpoint(config, workdir, checkpoint=checkpoint)
+
+
+def _predict_from_checkpoint(config, workdir: str, checkpoint: str):
+  from lstm_flax import inference  # pylint: disable=g-import-not-at-top
+  return inference.predict_from_checkpoint(config, workdir,
+                                           checkpoint=checkpoint)
+
+
+def _runtime():
+  """The module of TrainingError and Interrupted."""
+  from lstm_flax import runtime  # pylint: disable=g-import-not-at-top
+  return runtime
+
+
+def _train(config):
+  runtime = _runtime()
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  workdir = _WORKDIR.value
+  if workdir is None:
+    if jax.process_count() > 1:
+      raise CommandError('a multi-host run needs --workdir=DIR, a directory '
+                         'every process can reach')
+    workdir = _new_directory(default_workdir(config.name))
+    print(f'{config.name}: writing to {workdir} (choose with --workdir=DIR)',
+          flush=True)
+  _usable_workdir(workdir)
+  done = _finished(config, workdir)
+  if done is not None:
+    print(f'{config.name}: already trained for {done["steps"]} steps in '
+          f'{workdir}, nothing to do: eval {format_metrics(done["eval"])} -> '
+          f'{os.path.join(workdir, "results.json")} (raise '
+          f'--config.train.steps to continue)')
+    return
+  logging.info('workdir: %s', workdir)
+  try:
+    if jax.process_count() > 1 and _OVERWRITE.value:
+      # One process clears the workdir; the others wait for it.
+      if jax.process_index() == 0:
+        workdir_lib.check_workdir(config, workdir, True)
+      multihost_utils.sync_global_devices('lstm_flax: workdir checked')
+    else:
+      workdir_lib.check_workdir(config, workdir, _OVERWRITE.value)
+    results = _train_and_evaluate(config, workdir)
+  except (runtime.TrainingError, workdir_lib.WorkdirError) as e:
+    _fail(str(e), 1)
+  except json.JSONDecodeError as e:
+    _fail(f'{workdir} holds a file that is not valid JSON (truncated?): {e}; '
+          f'use another --workdir, or --overwrite to start anew', 1)
+  except runtime.Interrupted as e:
+    sys.exit(128 + e.signum)
+  except OSError as e:
+    _fail(_os_error(e), 1)
+  if jax.process_index() == 0:
+    print(f"{results['config']}: eval {format_metrics(results['eval'])} on "
+          f"{results['eval'].get('num_examples', '?')} held-out examples "
+          f"(train {results['train_seconds']:.2f} s) -> "
+          f"{os.path.join(workdir, 'results.json')}")
+
+
+def _evaluate_or_predict(config, mode: str):
+  workdir = _WORKDIR.value
+  if workdir is None:
+    raise CommandError(f'--mode={mode} needs --workdir=DIR, the directory of '
+                       f'a training run')
+  _usable_workdir(workdir, write=False)
+  _require_checkpoint(workdir, mode)
+  differences = _model_differences(config, workdir)
+  if differences:
+    raise CommandError(
+        f'the config differs from the one {workdir} was trained with in '
+        f'fields that change what its checkpoint means: '
+        f'{", ".join(differences)}; drop --config and those --config.* '
+        f'overrides to use {os.path.join(workdir, "config.json")}')
+  checkpoint = _checkpoint_choice()
+  if mode == 'eval':
+    if not os.access(workdir, os.W_OK | os.X_OK):
+      raise CommandError(f'--workdir={workdir} is not writable: eval writes '
+                         f'eval.json there (copy the workdir somewhere '
+                         f'writable)')
+    try:
+      result = _evaluate_checkpoint(config, workdir, checkpoint)
+    except OSError as e:
+      _fail(_os_error(e), 1)
+    print(f"{result['config']} step {result['step']}: eval "
+          f"{format_metrics(result['eval'])} -> "
+          f"{os.path.join(workdir, 'eval.json')}")
+    return
+  out = _PREDICT_OUT.value
+  if out:
+    _check_predict_out(out)
+  predictions = _predict_from_checkpoint(config, workdir, checkpoint)
+  for p in predictions:
+    print('  '.join(f'{k}: {v}' for k, v in p.items()))
+  if out:
+    try:
+      workdir_lib.write_json(out, predictions)
+    except OSError as e:
+      _fail(_os_error(e), 1)
+
+
+def _plot(args: List[str]) -> int:
+  from lstm_flax import plot  # pylint: disable=g-import-not-at-top
+  return plot.main(['lstm-flax plot'] + args)
+
+
+# --- Field meanings for `lstm-flax fields` ----------------------------------
+
+
+def _attribute_path(node) -> Optional[str]:
+  """'train.steps' for the assignment target ``c.train.steps``."""
+  parts = []
+  while isinstance(node, ast.Attribute):
+    parts.append(node.attr)
+    node = node.value
+  if not isinstance(node, ast.Name) or not parts:
+    return None
+  return '.'.join(reversed(parts))
+
+
+def field_meanings(source: str) -> Dict[str, str]:
+  """{field path: meaning} from the comments of a config file's assignments
+  (``c.train.steps = 1000  # optimizer updates``, its continuation comment
+  lines, or else the first sentence of the comment block above it)."""
+  comments = {}   # line -> (column, text, whole line)
+  for token in tokenize.generate_tokens(io.StringIO(source).readline):
+    if token.type == tokenize.COMMENT:
+      line, column = token.start
+      whole = not token.line[:column].strip()
+      comments[line] = (column, token.string.lstrip('#').strip(), whole)
+  meanings = {}
+  for node in ast.walk(ast.parse(source)):
+    if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+      continue
+    path = _attribute_path(node.targets[0])
+    if path is None:
+      continue
+    text = [comments[n][1] for n in range(node.lineno, node.end_lineno + 1)
+            if n in comments and not comments[n][2]]
+    if text:
+      n = node.end_lineno + 1
+      while n in comments and comments[n][2] and (
+          comments[n][0] > node.col_offset):
+        text.append(comments[n][1])
+        n += 1
+    else:
+      above, n = [], node.lineno - 1
+      while n in comments and comments[n][2] and (
+          comments[n][0] == node.col_offset):
+        above.insert(0, comments[n][1])
+        n -= 1
+      if above:
+        paragraph = ' '.join(above)
+        text = [re.split(r'(?<=\.)\s+(?=[A-Z])', paragraph, maxsplit=1)[0]]
+    if text:
+      joined = re.sub(r'(?<=[a-z])- (?=[a-z])', '-', ' '.join(text))
+      meanings[path] = re.sub(r'\s+', ' ', joined).strip()
+  return meanings
+
+
+def _leaves(config, prefix='') -> List[Tuple[str, object]]:
+  out = []
+  for key, value in config.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      out.extend(_leaves(value, f'{path}.'))
+    else:
+      out.append((path, value))
+  return out
+
+
+def describe_fields(config, source: str = '') -> str:
+  """Every field of ``config``: its value, its default where the config
+  changes it, and its meaning (from lstm_flax/config_base.py's comments)."""
+  with open(inspect.getsourcefile(config_base)) as f:
+    meanings = field_meanings(f.read())
+  defaults = dict(_leaves(config_base.base_config()))
+  task = config.get('task', {}).get('name', '')
+  lines = [f'# {config.get("name", "")}  ({source})' if source else
+           f'# {config.get("name", "")}']
+  rows = []
+  for path, value in _leaves(config):
+    meaning = meanings.get(path)
+    parent = path.rpartition('.')[0]
+    if meaning is None and path == 'task.name':
+      meaning = meanings.get('task')
+    if meaning is None and path.startswith('task.'):
+      meaning = (f'an option of the {task!r} task (its generator\'s keyword '
+                 f'argument; see lstm_flax/tasks.py)')
+    elif meaning is None and path.startswith('model.'):
+      meaning = (f'an option of the {config.model.get("name", "")!r} model '
+                 f'(see lstm_flax/models.py)')
+    elif meaning is None and '.' in parent and parent in meanings:
+      meaning = f'one of {parent}: {meanings[parent]}'
+    if path in defaults and defaults[path] != value:
+      meaning = f'{meaning or ""} [default: {defaults[path]!r}]'.strip()
+    rows.append((f'config.{path} = {value!r}', meaning or ''))
+  width = min(44, max(len(r[0]) for r in rows))
+  for assignment, meaning in rows:
+    if not meaning:
+      lines.append(assignment)
+      continue
+    wrapped = textwrap.wrap(meaning, max(40, 100 - width))
+    first = (f'{assignment:{width}}  # ' if len(assignment) <= width else
+             f'{assignment}\n{"":{width}}  # ')
+    lines.append(first + f'\n{"":{width}}  # '.join(wrapped))
+  return '\n'.join(lines)
+
+
+# --- Entry points ------------------------------------------------------------
+
+
+def _initialize_distributed():
+  """jax.distributed.initialize() from the flags; must run before anything
+  touches a device.  Returns False (and changes nothing) for one process."""
+  import jax  # pylint: disable=g-import-not-at-top
+  given = {'coordinator_address': _COORDINATOR.value,
+           'num_processes': _NUM_PROCESSES.value,
+           'process_id': _PROCESS_ID.value}
+  if not _DISTRIBUTED.value and all(v is None for v in given.values()):
+    return False
+  if not _DISTRIBUTED.value:
+    missing = [f'--{k}' for k, v in given.items() if v is None]
+    if missing:
+      raise CommandError(
+          f'multi-host needs --coordinator_address, --num_processes and '
+          f'--process_id together; missing {missing} (or use --distributed on '
+          f'a cluster whose environment sets them)')
+    if _NUM_PROCESSES.value < 1 or not (
+        0 <= _PROCESS_ID.value < _NUM_PROCESSES.value):
+      raise CommandError(
+          f'--process_id={_PROCESS_ID.value} must be in [0, --num_processes='
+          f'{_NUM_PROCESSES.value})')
+  jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+  logging.info('process %d of %d; %d local / %d global devices',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  return True
+
+
+def main(argv):
+  """absl main: runs the command --mode names with the --config flag that
+  run() defined."""
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}: a command ({", ".join(COMMANDS)})'
+          f' comes first, flags after (lstm-flax --help)', 2)
+  config = _CONFIG.value
+  mode = _MODE.value
+  try:
+    if mode == 'fields':
+      print(describe_fields(config, _CONFIG_SOURCE['source']))
+      return
+    if mode == 'plot':
+      if not _WORKDIR.value:
+        raise CommandError('plot needs --workdir=DIR (or: lstm-flax plot DIR '
+                           '[DIR ...])')
+      sys.exit(_plot([_WORKDIR.value]))
+    _check_config(config)
+    _initialize_distributed()
+    if _CACHE_DIR.value:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    if mode == 'train':
+      _train(config)
+    else:
+      _evaluate_or_predict(config, mode)
+  except CommandError as e:
+    _fail(str(e), e.exit_code)
+  except validation.ConfigError as e:
+    _fail(str(e), 2)
+  except KeyboardInterrupt:
+    _fail('interrupted', 130)
+
+
+class _QuietOrbax(logging_lib.Filter):
+  """orbax logs every step of every save at INFO; keep its warnings only."""
+
+  def filter(self, record):
+    return (record.levelno >= logging_lib.WARNING or
+            'orbax' not in record.pathname)
+
+
+class _QuietBackendProbe(logging_lib.Filter):
+  """JAX tries every backend it knows and logs, at INFO, each one that is not
+  there ("Unable to initialize backend 'tpu': ... libtpu.so ..."): on a
+  machine without TPUs that is not news.  Shown with --verbosity=1."""
+
+  def filter(self, record):
+    return (record.levelno > logging_lib.INFO or
+            not record.getMessage().startswith('Unable to initialize backend')
+            or logging.get_verbosity() >= logging.DEBUG)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing; a --config.* field it cannot find is one line."""
+  try:
+    return FLAGS(argv)
+  except (KeyError, AttributeError) as e:
+    _fail(f'no such config field: {e}', 2)
+
+
+def run(argv=None):
+  """The ``lstm-flax`` console script (and ``python train.py``)."""
+  argv = list(sys.argv if argv is None else argv)
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  logging_lib.getLogger('jax._src.xla_bridge').addFilter(_QuietBackendProbe())
+  sys.modules['__main__'].__doc__ = __doc__   # what absl's --help prints
+  if len(argv) > 1 and argv[1] == 'plot':
+    sys.exit(_plot(argv[2:]))
+  try:
+    argv = _prepare(argv)
+  except CommandError as e:
+    _fail(str(e), e.exit_code)
+  try:
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+  finally:
+    # Everything is written and closed by now: skip the interpreter's final
+    # garbage collection of the objects jax, orbax and matplotlib leave
+    # behind (most of a second at every exit).
+    gc.freeze()
+
+
+if __name__ == '__main__':
+  run()
