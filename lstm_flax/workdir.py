@@ -1,8 +1,8 @@
 """What a run leaves in its workdir, and the rules for reusing one.
 
-``<workdir>/`` holds config.json, metrics.jsonl, checkpoints/, best/,
-results.json, eval.json, tensorboard/ and figures.  One process at a time
-writes there (``lock``).  JSON files are written atomically, as strict JSON.
+``<workdir>/`` holds config.json, metrics.jsonl, checkpoints/, best/ (and
+best.json, its record), results.json, eval.json, tensorboard/ and figures.
+One process at a time writes there (``lock``).  JSON files are written atomically, as strict JSON.
 A workdir is reused only by the run whose config.json it holds (resume, or
 continue with more steps), unless the user says --overwrite.
 """
@@ -204,23 +204,26 @@ def trim_metrics(path: str, step: int):
 # --- which run a workdir holds -----------------------------------------------------
 
 # What a run leaves: a workdir holding any of these holds a run.
-RUN_FILES = ('checkpoints', 'best', 'metrics.jsonl', 'results.json',
-             'eval.json', 'tensorboard')
+RUN_FILES = ('checkpoints', 'best', 'best.json', 'metrics.jsonl',
+             'results.json', 'eval.json', 'tensorboard')
 
 # Fields a run may change when it resumes and stay the same run: more steps
 # continue it; how often it logs, saves and validates, how many checkpoints it
-# keeps, and every eval.* field do not change what it trains; a lower learning
+# keeps, whether it writes TensorBoard events, and every eval.* field do not
+# change what it trains; a lower learning
 # rate or clipping is the advice after a NaN stop, to follow from the last good
 # checkpoint.
 RESUMABLE_FIELDS = ('train.steps', 'train.steps_per_call',
                     'train.checkpoint_every', 'train.keep_checkpoints',
-                    'train.log_every', 'optimizer.learning_rate',
+                    'train.log_every', 'train.tensorboard',
+                    'optimizer.learning_rate',
                     'optimizer.grad_clip_norm', 'eval.')
 
 # Fields that do not change what a checkpoint holds (for --mode=eval|predict).
 NOT_MODEL_FIELDS = ('train.steps', 'train.steps_per_call',
                     'train.checkpoint_every', 'train.keep_checkpoints',
-                    'train.log_every', 'optimizer.', 'eval.')
+                    'train.log_every', 'train.tensorboard', 'optimizer.',
+                    'eval.')
 
 
 def _flat(tree, prefix=''):
@@ -312,7 +315,7 @@ def model_differences(config, workdir: str) -> list[str]:
   """Fields of ``config`` that differ from the workdir's config.json and
   change what its checkpoints mean (everything but eval.*, optimizer.* and
   train.steps / steps_per_call / checkpoint_every / keep_checkpoints /
-  log_every), sorted; [] if none.  For --mode=eval|predict.
+  log_every / tensorboard), sorted; [] if none.  For --mode=eval|predict.
 
   Raises:
     WorkdirError: config.json is missing, unreadable or not a config.

@@ -327,7 +327,8 @@ def test_resumable_fields_may_change_and_are_reported(tmp_path):
   config = _with(_stacked(), **{
       'train.steps': 5000, 'train.steps_per_call': 10,
       'train.checkpoint_every': 10, 'train.keep_checkpoints': 7,
-      'optimizer.learning_rate': 1e-4, 'optimizer.grad_clip_norm': 1.0,
+      'train.tensorboard': True, 'optimizer.learning_rate': 1e-4,
+      'optimizer.grad_clip_norm': 1.0,
       'eval.num_examples': 10, 'eval.batch_size': 10, 'eval.seed': 9})
   with config.unlocked():
     config.train.log_every = 5            # a field config.json may lack
@@ -336,6 +337,7 @@ def test_resumable_fields_may_change_and_are_reported(tmp_path):
   assert 'train.steps: 1000 -> 5000' in notes
   assert 'optimizer.learning_rate: 0.001 -> 0.0001' in notes
   assert 'optimizer.grad_clip_norm: 0.0 -> 1.0' in notes
+  assert 'train.tensorboard: False -> True' in notes
   assert any(n.startswith('train.log_every: ') and n.endswith(' -> 5')
              for n in notes)
   assert 'eval.seed: 1 -> 9' in notes
@@ -374,8 +376,8 @@ def test_another_config_without_a_run_is_fine(tmp_path):
                                    str(path)) == []
 
 
-@pytest.mark.parametrize('run_file', ['checkpoints/', 'best/', 'metrics.jsonl',
-                                      'results.json', 'eval.json'])
+@pytest.mark.parametrize('run_file', ['checkpoints/', 'best/', 'best.json',
+                                      'metrics.jsonl', 'results.json', 'eval.json'])
 def test_a_run_without_config_json_is_refused(tmp_path, run_file):
   """Item 4: the check was skipped when config.json was missing."""
   path = _run_dir(tmp_path, None, (run_file,))
@@ -404,7 +406,7 @@ def test_a_config_json_that_is_not_a_config_is_refused(tmp_path, content, files,
 
 
 def test_overwrite_deletes_the_run_only_when_the_check_fails(tmp_path):
-  files = ('checkpoints/', 'best/', 'metrics.jsonl', 'results.json',
+  files = ('checkpoints/', 'best/', 'best.json', 'metrics.jsonl', 'results.json',
            'eval.json', 'tensorboard/', 'unreadable_checkpoints/', 'forecast.png')
   path = _run_dir(tmp_path, _stacked(), files)
   before = _snapshot(path)
@@ -454,8 +456,8 @@ def test_load_config_of_a_workdir_without_one_is_a_clear_error(tmp_path, content
                                                                expected):
   if content is not None:
     (tmp_path / 'config.json').write_text(content)
-  with pytest.raises(workdir_lib.WorkdirError,
-                     match=rf'{tmp_path} holds no config to use: .*{expected}.*; pass --config'):
+  with pytest.raises(workdir_lib.WorkdirError, match=(
+      rf'{tmp_path} holds no config to use: .*{expected}.*; pass --config')):
     workdir_lib.load_config(str(tmp_path))
   with pytest.raises(workdir_lib.WorkdirError, match='cannot tell which model'):
     workdir_lib.model_differences(_stacked(), str(tmp_path))
