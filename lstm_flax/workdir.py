@@ -64,6 +64,11 @@ def _holder(lock_path: str) -> str:
   return 'another process'
 
 
+# Workdirs this process holds, with how deep: a nested lock() of the same
+# workdir (the CLI around the check, the loop around the run) is a no-op.
+_HELD = {}
+
+
 @contextlib.contextmanager
 def lock(path: str) -> Iterator[str]:
   """Holds ``<path>/.lock`` exclusively while the block runs; yields the path.
@@ -72,14 +77,23 @@ def lock(path: str) -> Iterator[str]:
   the kernel releases it when the process ends, however it ends (kill -9
   included), so a lock file left by a dead process does not block.  The file
   holds the holder's pid, host and start time for the message others get.
-  Where the file system has no flock (some network file systems), a warning
-  is logged and the run goes on unlocked.
+  Nested in one process, the inner ``lock`` of the same workdir only waits
+  for the outer one to release it.  Where the file system has no flock (some
+  network file systems), a warning is logged and the run goes on unlocked.
 
   Raises:
     WorkdirError: another process holds the workdir (the message names its
       pid), or the workdir is a file or cannot be written.
   """
   _prepare(path)
+  key = os.path.realpath(path)
+  if key in _HELD:
+    _HELD[key] += 1
+    try:
+      yield path
+    finally:
+      _HELD[key] -= 1
+    return
   lock_path = os.path.join(path, '.lock')
   try:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -106,9 +120,11 @@ def lock(path: str) -> Iterator[str]:
             'started': started.strftime('%Y-%m-%d %H:%M:%S UTC')}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + '\n').encode(), 0)
+    _HELD[key] = 1
     try:
       yield path
     finally:
+      del _HELD[key]
       # Emptied, not deleted: deleting would let a process that opened the
       # old file and one that creates a new one both hold "the" lock.
       os.ftruncate(fd, 0)
@@ -121,17 +137,18 @@ def lock(path: str) -> Iterator[str]:
 # --- JSON files -------------------------------------------------------------------
 
 
-def _strict(obj):
+def strict(obj):
   """``obj`` as plain JSON values: numpy scalars and arrays as Python ones,
-  tuples as lists, and NaN and infinities as None (JSON has no NaN)."""
+  tuples as lists, and NaN and infinities as None (JSON has no NaN).  For
+  ``json.dumps(strict(record), allow_nan=False)`` of a metrics line."""
   if isinstance(obj, dict):
-    return {k: _strict(v) for k, v in obj.items()}
+    return {k: strict(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return [_strict(v) for v in obj]
+    return [strict(v) for v in obj]
   if isinstance(obj, np.ndarray):
-    return _strict(obj.tolist())
+    return strict(obj.tolist())
   if isinstance(obj, np.generic):
-    return _strict(obj.item())
+    return strict(obj.item())
   if isinstance(obj, float) and not math.isfinite(obj):
     return None
   return obj
@@ -149,7 +166,7 @@ def write_json(path: str, obj: Any):
   tmp = f'{path}.tmp{os.getpid()}'
   try:
     with open(tmp, 'w') as f:
-      json.dump(_strict(obj), f, indent=2, sort_keys=True, allow_nan=False)
+      json.dump(strict(obj), f, indent=2, sort_keys=True, allow_nan=False)
       f.write('\n')
       f.flush()
       os.fsync(f.fileno())
@@ -165,8 +182,8 @@ def write_json(path: str, obj: Any):
 def trim_metrics(path: str, step: int):
   """Keeps the records of ``metrics.jsonl`` that a run resumed at ``step``
   still stands behind: training records (``train_loss``) and validation
-  records (``eval/...`` keys) of steps <= ``step``; the steps after it are
-  redone.  A line that is not a JSON object with a step (the partial last line
+  records (``eval/...`` keys) of steps <= ``step``; the steps after it, and
+  the final evaluation (``final/...``), are redone.  A line that is not a JSON object with a step (the partial last line
   of a killed run) is dropped with a warning.  Rewritten atomically."""
   if not os.path.exists(path):
     return
@@ -193,7 +210,7 @@ def trim_metrics(path: str, step: int):
   tmp = f'{path}.tmp{os.getpid()}'
   try:
     with open(tmp, 'w') as f:
-      f.writelines(json.dumps(_strict(r), allow_nan=False) + '\n' for r in kept)
+      f.writelines(json.dumps(strict(r), allow_nan=False) + '\n' for r in kept)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
@@ -240,7 +257,7 @@ def _flat(tree, prefix=''):
 def _as_json(config) -> dict:
   """The config as config.json holds it (tuples as lists)."""
   config = config.to_dict() if hasattr(config, 'to_dict') else config
-  return json.loads(json.dumps(_strict(config)))
+  return json.loads(json.dumps(strict(config)))
 
 
 def _ignored(name: str, patterns) -> bool:

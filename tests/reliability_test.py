@@ -222,21 +222,41 @@ def _hold_lock_in_a_subprocess(path):
   return proc
 
 
-def test_lock_is_exclusive_and_names_the_holder(tmp_path):
+def test_lock_writes_the_holder_and_nests_in_one_process(tmp_path):
   path = tmp_path / 'new' / 'run'           # created, parents too
   with workdir_lib.lock(str(path)) as locked:
     assert locked == str(path) and path.is_dir()
     info = json.loads((path / '.lock').read_text())
     assert info['pid'] == os.getpid() and info['host'] and info['started']
-    with pytest.raises(workdir_lib.WorkdirError) as error:
-      with workdir_lib.lock(str(path)):
-        pass
-    message = str(error.value)
-    assert message.startswith(f'{path} is in use by pid {os.getpid()} on ')
-    assert '(started ' in message
-    assert message.endswith('; wait for it or use another --workdir')
-  with workdir_lib.lock(str(path)):          # released at the end of the block
+    with workdir_lib.lock(str(tmp_path / 'new' / '..' / 'new' / 'run')):
+      pass                                   # the same workdir: nested
+    assert (path / '.lock').read_text()      # still held by the outer block
+    _assert_refused_by_a_subprocess(path, os.getpid())
+  assert (path / '.lock').read_text() == ''  # released, emptied
+  with workdir_lib.lock(str(path)):
     pass
+
+
+_TRY = """
+import sys
+sys.path.insert(0, {root!r})
+from lstm_flax import workdir
+try:
+  with workdir.lock({path!r}):
+    print('acquired')
+except workdir.WorkdirError as e:
+  print(e)
+"""
+
+
+def _assert_refused_by_a_subprocess(path, holder_pid):
+  out = subprocess.run(
+      [sys.executable, '-c', _TRY.format(root=ROOT, path=str(path))],
+      capture_output=True, text=True, check=True, timeout=120,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}).stdout.strip()
+  assert out.startswith(f'{path} is in use by pid {holder_pid} on '), out
+  assert '(started ' in out
+  assert out.endswith('; wait for it or use another --workdir')
 
 
 def test_lock_held_by_another_process_then_released_by_sigkill(tmp_path):
@@ -488,6 +508,7 @@ def test_trim_metrics_drops_a_partial_last_line_and_keeps_eval_records(tmp_path)
       '{"step": 50, "eval/mae": 0.1}\n'
       '{"step": 100, "train_loss": 0.4}\n'
       '{"step": 100, "eval/mae": 0.09}\n'
+      '{"step": 100, "final/mae": 0.09}\n'        # a finished run's final eval
       '{"step": 150, "train_loss": 0.3}\n'
       '{"step": 150, "eval/mae": 0.08}\n'
       '{"step": 200, "train_lo')                  # killed while writing
