@@ -537,7 +537,7 @@ def test_keras_zip_that_would_inflate_too_far_is_refused_before_reading(
   _refused(bomb, r'model.weights.h5 would inflate from [\d,]+ to 16,777,216 bytes '
                  r'\(over 1000x\); refusing a likely zip bomb')
   # Over the total bound (4 GiB; lowered here to keep the test small), stored.
-  monkeypatch.setattr(sys.modules[interop.load_keras.__module__], 'MAX_FILE_BYTES', 1 << 20)
+  monkeypatch.setattr(interop.keras_files, 'MAX_FILE_BYTES', 1 << 20)
   _refused(big, r"'model.weights.h5'\] inflate to [\d,]+ bytes; refusing more than 1,048,576")
 
 
