@@ -82,6 +82,13 @@ class Experiment:
   def num_seeds(self) -> int:
     return self.config.num_seeds
 
+  def predict(self, params):
+    """(inputs, targets, decoded predictions) of one model on the first
+    held-out examples."""
+    data = ((self.keys.eval,) if self.held_out is None
+            else self.held_out['test'])
+    return self.programs['predict'](params, *data)
+
   def init(self):
     """A fresh TrainState of N replicas."""
     return self.programs['init'](self.keys.init)
@@ -216,9 +223,12 @@ def _lowerings(config, task, model, plan, init, abstract, keys, held_out,
 
   def predict():
     n = max(1, config.eval.figure_examples, config.eval.predict_examples)
-    fn = programs.make_predict(task, n)
-    return (jit(functools.partial(fn, model.apply)).lower(
-        programs.replica(abstract.params), keys.eval),
+    one_model = programs.replica(abstract.params)
+    if held_out is None:
+      fn, data = programs.make_predict(task, n), (keys.eval,)
+    else:
+      fn, data = programs.make_predict_arrays(task, n), held_out['test']
+    return (jit(functools.partial(fn, model.apply)).lower(one_model, *data),
             plan.run_once_xla_options)
 
   lowerings = {

@@ -69,8 +69,8 @@ def predict_from_checkpoint(config, workdir: str,
   """Decoded predictions (replica 0's) on the first
   ``config.eval.predict_examples`` held-out examples: a list of dicts."""
   exp, state = restore(config, workdir, 'predict', checkpoint)
-  inputs, targets, predictions = sharding.to_host(exp.programs['predict'](
-      programs.replica(state.params), exp.keys.eval))
+  inputs, targets, predictions = sharding.to_host(
+      exp.predict(programs.replica(state.params)))
   return [exp.task.describe(inputs[i], targets[i], predictions[i])
-          for i in range(config.eval.predict_examples)]
+          for i in range(min(config.eval.predict_examples, len(inputs)))]
 

@@ -13,7 +13,7 @@ serves every seed of a config (and the persistent cache serves the next run).
   predict:   (params of one replica, eval_key) -> (inputs, targets, predictions)
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Callable
 
 from flax.training import train_state
 import jax
@@ -173,6 +173,17 @@ def make_predict(task: tasks.Task, num_examples: int):
   return predict
 
 
+def make_predict_arrays(task: tasks.Task, num_examples: int):
+  """Like ``make_predict`` on the first ``num_examples`` of fixed arrays
+  (a file task's test windows): ``(apply_fn, params, inputs, targets)``."""
+
+  def predict(apply_fn, params, inputs, targets):
+    inputs, targets = inputs[:num_examples], targets[:num_examples]
+    return inputs, targets, task.decode(apply_fn({'params': params}, inputs))
+
+  return predict
+
+
 def replica(tree, index: int = 0):
   """Replica ``index`` of a pytree with a leading seed axis."""
 
@@ -189,6 +200,3 @@ def stack_replicas(tree, num_seeds: int):
   return jax.tree_util.tree_map(
       lambda x: jnp.broadcast_to(x, (num_seeds,) + jnp.shape(x)), tree)
 
-
-Programs = Dict[str, Any]
-Kept = Optional[Tuple[Any, Any, Any]]

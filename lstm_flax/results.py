@@ -11,6 +11,7 @@ from lstm_flax import evaluation
 from lstm_flax import programs
 from lstm_flax import runtime
 from lstm_flax import sharding
+from lstm_flax import summary
 from lstm_flax import workdir as workdir_lib
 
 
@@ -84,7 +85,7 @@ def draw_figure(exp, state, workdir: str, kept=None):
                  "(pip install -e '.[plot]' to draw it)")
     return None
   if not kept:
-    kept = exp.programs['predict'](programs.replica(state.params), exp.keys.eval)
+    kept = exp.predict(programs.replica(state.params))
   inputs, targets, predictions = (sharding.to_host(a)[:n] for a in kept)
   try:
     path = exp.task.figure(workdir, inputs, targets, predictions)
@@ -96,10 +97,6 @@ def draw_figure(exp, state, workdir: str, kept=None):
 
 
 def model_summary(exp) -> str:
-  """Layers, output shapes and parameter counts ('' if unavailable)."""
-  try:
-    from lstm_flax import summary  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return ''
+  """Layers, output shapes and parameter counts."""
   inputs, _ = jax.eval_shape(lambda: exp.task.generate(jax.random.key(0), 1))
   return summary.model_summary(exp.model, inputs)

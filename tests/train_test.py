@@ -18,6 +18,7 @@ from lstm_flax import experiment
 from lstm_flax import models
 from lstm_flax import optim
 from lstm_flax import programs
+from lstm_flax import runtime
 from lstm_flax import tasks
 from lstm_flax import train as train_lib
 
@@ -388,3 +389,13 @@ def test_init_from_a_model_of_another_shape_is_a_clear_error(tmp_path):
   with pytest.raises(warm_start.WarmStartError, match='shape'):
     _run(tmp_path, 'warm', train=dict(steps=1, init_from=str(tmp_path / 'source')),
          model=dict(layer_sizes=(20, 21)))
+
+
+def test_an_update_that_overflows_the_parameters_saves_nothing(tmp_path):
+  """A learning rate float32 cannot hold: the loss of step 1 is finite, the
+  parameters after it are not.  The run stops before saving them."""
+  with pytest.raises(runtime.TrainingError, match='non-finite parameters'):
+    _run(tmp_path, 'w', train=dict(steps=1, steps_per_call=1, batch_size=4),
+         optimizer=dict(learning_rate=1e39))
+  assert not os.path.exists(tmp_path / 'w' / 'checkpoints' / '1')
+  assert not (tmp_path / 'w' / 'results.json').exists()
