@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lstm_flax import compile_plan
 from lstm_flax import conv_pool
 from lstm_flax import validation as v
 from lstm_flax.lstm import LSTM
@@ -365,8 +366,8 @@ def check_model_config(model_config, task_config, input_kind,
     v.integer('model.kernel_size', k, 1)
     v.integer('model.pool_size', p, 1)
     v.choice('model.encoder_implementation',
-             options.get('encoder_implementation', 'shifted_adds'),
-             ('shifted_adds', 'conv'))
+             options.get('encoder_implementation', 'auto'),
+             ('auto', 'shifted_adds', 'conv'))
     size = dict(task_config).get('size', 50)
     if pooled_size(size, k, p) < 1:
       v._fail('task.size', size,  # pylint: disable=protected-access
@@ -382,6 +383,9 @@ def make_model(model_config, num_outputs) -> nn.Module:
   dtype = options.pop('dtype', 'float32')
   options['dtype'] = None if dtype == 'float32' else jnp.dtype(dtype)
   options['layer_sizes'] = tuple(options['layer_sizes'])
+  if 'encoder_implementation' in options:
+    options['encoder_implementation'] = compile_plan.encoder_implementation(
+        options['encoder_implementation'])
   return MODELS[name](num_outputs=num_outputs, **options)
 
 
