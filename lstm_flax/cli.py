@@ -20,11 +20,10 @@ few held-out examples (and writes them with --predict_out).  Without
 --config, eval, predict and fields read <workdir>/config.json; a --config that
 changes what the checkpoint means is refused.
 
-Exit status: 0 done (or nothing left to do); 1 training failed, the workdir
-holds another run, or a flag has a value of the wrong type (absl's own check,
-e.g. --config.train.steps=abc); 2 the command cannot work as given (a config,
-flag or path error, said in one line before anything is built); 128+N stopped
-by signal N (a checkpoint is saved).
+Exit status: 0 done (or nothing left to do); 1 training or evaluation failed,
+or the workdir holds another run; 2 the command cannot work as given (a config,
+flag or path error, e.g. --config.train.steps=abc, said in one line before
+anything is built); 128+N stopped by signal N (a checkpoint is saved).
 """
 
 import ast
@@ -299,6 +298,27 @@ def _flag_value(argv: List[str], name: str) -> Optional[str]:
   return value
 
 
+_BOOLEAN_FLAGS = ('overwrite', 'distributed', 'help', 'helpfull', 'helpshort',
+                  'alsologtostderr', 'logtostderr', 'showprefixforinfo')
+
+
+def _take_command(argv: List[str]) -> Tuple[Optional[str], List[str]]:
+  """(the command word or None, argv without it).  The command is the first
+  word that is not a flag's value: first, or after --flag=value flags."""
+  for i, token in enumerate(argv[1:], 1):
+    if token == '--':
+      break
+    if token.startswith('-'):
+      continue
+    previous = argv[i - 1]
+    if i == 1 or '=' in previous or re.sub(r'^--?(no)?', '', previous) in (
+        _BOOLEAN_FLAGS):
+      if token in COMMANDS:
+        return token, argv[:i] + argv[i + 1:]
+    break
+  return None, argv
+
+
 def _take_config_flag(argv: List[str]) -> Tuple[Optional[str], List[str]]:
   """(--config's value or None, argv without it): the cli loads the config
   itself, so that a bad name, file or variant is one clear line."""
@@ -325,7 +345,8 @@ def _take_config_flag(argv: List[str]) -> Tuple[Optional[str], List[str]]:
 
 
 def _require_checkpoint(workdir: str, mode: str):
-  if not checkpoints.saved_steps(workdir):
+  if not any(checkpoints.saved_steps(checkpoints.directory(workdir, name))
+             for name in ('checkpoints', 'best')):
     raise CommandError(
         f'--mode={mode} needs a checkpoint, and there is none in '
         f'{checkpoints.directory(workdir)}: train first with the same '
@@ -360,8 +381,9 @@ def _config_help() -> str:
       f'(PATH[:VARIANT]; a .py file with get_config()).  Default: '
       f'{DEFAULT_CONFIG}; eval, predict and fields without --config use '
       '<workdir>/config.json.  Override any field with '
-      '--config.<field>=<value> (lstm-flax fields lists them); a value of the '
-      'wrong type (--config.train.steps=abc) is a flag error: exit 1.')
+      '--config.<field>=<value> (lstm-flax fields lists them); an unknown '
+      'field or a value of the wrong type (--config.train.steps=abc) is an '
+      'error: exit 2.')
 
 
 def _prepare(argv: List[str]) -> List[str]:
@@ -370,9 +392,8 @@ def _prepare(argv: List[str]) -> List[str]:
   parses next."""
   global _CONFIG
   argv = FLAGS.read_flags_from_files(argv, force_gnu=False)
-  command = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
+  command, argv = _take_command(argv)
   if command:
-    argv = [argv[0]] + argv[2:]
     given = _flag_value(argv, 'mode')
     if given is not None and given != command:
       raise CommandError(f'the command says {command} but --mode={given}')
@@ -590,11 +611,14 @@ def _evaluate_or_predict(config, mode: str):
   _require_checkpoint(workdir, mode)
   differences = _model_differences(config, workdir)
   if differences:
+    shown = ', '.join(differences[:8]) + (
+        f' and {len(differences) - 8} more' if len(differences) > 8 else '')
+    drop = ('--config and those --config.* overrides'
+            if _CONFIG_SOURCE['given'] else 'those --config.* overrides')
     raise CommandError(
         f'the config differs from the one {workdir} was trained with in '
-        f'fields that change what its checkpoint means: '
-        f'{", ".join(differences)}; drop --config and those --config.* '
-        f'overrides to use {os.path.join(workdir, "config.json")}')
+        f'fields that change what its checkpoint means: {shown}; drop {drop} '
+        f'to use {os.path.join(workdir, "config.json")}')
   checkpoint = _checkpoint_choice()
   if mode == 'eval':
     if not os.access(workdir, os.W_OK | os.X_OK):
@@ -612,7 +636,10 @@ def _evaluate_or_predict(config, mode: str):
   out = _PREDICT_OUT.value
   if out:
     _check_predict_out(out)
-  predictions = _predict_from_checkpoint(config, workdir, checkpoint)
+  try:
+    predictions = _predict_from_checkpoint(config, workdir, checkpoint)
+  except OSError as e:
+    _fail(_os_error(e), 1)
   for p in predictions:
     print('  '.join(f'{k}: {v}' for k, v in p.items()))
   if out:
@@ -816,9 +843,12 @@ class _QuietBackendProbe(logging_lib.Filter):
 
 
 def _parse_flags(argv):
-  """absl's flag parsing; a --config.* field it cannot find is one line."""
+  """absl's flag parsing, its errors in one line (exit 2): an unknown flag, a
+  value of the wrong type (--config.train.steps=abc)."""
   try:
     return FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e}  (lstm-flax --help lists the flags)', 2)
   except (KeyError, AttributeError) as e:
     _fail(f'no such config field: {e}', 2)
 
@@ -830,8 +860,9 @@ def run(argv=None):
   logging.get_absl_handler().addFilter(_QuietOrbax())
   logging_lib.getLogger('jax._src.xla_bridge').addFilter(_QuietBackendProbe())
   sys.modules['__main__'].__doc__ = __doc__   # what absl's --help prints
-  if len(argv) > 1 and argv[1] == 'plot':
-    sys.exit(_plot(argv[2:]))
+  command, rest = _take_command(argv)
+  if command == 'plot':  # its own arguments: lstm-flax plot DIR [DIR ...]
+    sys.exit(_plot(rest[1:]))
   try:
     argv = _prepare(argv)
   except CommandError as e:
