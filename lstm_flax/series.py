@@ -284,11 +284,13 @@ def fill_missing(name, values, how, table: Table):
 # --- the split and the windows ----------------------------------------------
 
 
-def split_rows(split, num_rows: int) -> Tuple[int, int, int]:
-  """``task.split`` as the row counts ``(train_end, valid_end, test_end)``."""
+def split_rows(split, num_rows: int, of: str = 'the series',
+               unit: str = 'rows') -> Tuple[int, int, int]:
+  """``task.split`` as the row counts ``(train_end, valid_end, test_end)``
+  (``of`` and ``unit`` name what is split, for messages)."""
   if not isinstance(split, (tuple, list)) or len(split) != 3:
     _error('task.split', split, 'must be (train_end, valid_end, test_end), as '
-           'row counts or fractions of the rows, e.g. (0.7, 0.85, 1.0)')
+           f'{unit} counts or fractions of the {unit}, e.g. (0.7, 0.85, 1.0)')
   ends = []
   for x in split:
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
@@ -303,10 +305,10 @@ def split_rows(split, num_rows: int) -> Tuple[int, int, int]:
   train_end, valid_end, test_end = ends
   if not 0 < train_end < valid_end < test_end:
     _error('task.split', split, f'needs 0 < train_end < valid_end < test_end; '
-           f'got rows {tuple(ends)}')
+           f'got {unit} {tuple(ends)}')
   if test_end > num_rows:
-    _error('task.split', split, f'test_end={test_end} is past the end of the '
-           f'series ({num_rows} rows)')
+    _error('task.split', split, f'test_end={test_end} is past the end of '
+           f'{of} ({num_rows} {unit})')
   return train_end, valid_end, test_end
 
 
