@@ -14,7 +14,7 @@ import pytest
 
 from configs import stacked
 from configs import vanilla_fast
-from lstm_flax import train_loop
+from lstm_flax import train as train_lib
 from lstm_flax import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,12 +38,12 @@ def _config(**fields):
 def test_num_seeds_replicas_equal_separate_runs(tmp_path):
   """Replica i of a num_seeds run is the run with seed + i (to float
   tolerance: vmapped matmuls may sum in another order)."""
-  together = train_loop.train_and_evaluate(
+  together = train_lib.train_and_evaluate(
       _config(seed=3, num_seeds=2), str(tmp_path / 'together'))
   assert together['seeds'] == [3, 4]
   assert len(together['eval_per_seed']) == 2
   for i, seed in enumerate(together['seeds']):
-    alone = train_loop.train_and_evaluate(_config(seed=seed),
+    alone = train_lib.train_and_evaluate(_config(seed=seed),
                                           str(tmp_path / f'seed{seed}'))
     np.testing.assert_allclose(together['eval_per_seed'][i]['loss'],
                                alone['eval']['loss'], rtol=1e-4)
@@ -75,10 +75,10 @@ def _stacked(**train):
 
 def test_num_seeds_resumes_from_checkpoint_and_draws_replica_0(tmp_path):
   pytest.importorskip('matplotlib')
-  whole = train_loop.train_and_evaluate(_stacked(steps=30),
+  whole = train_lib.train_and_evaluate(_stacked(steps=30),
                                         str(tmp_path / 'whole'))
-  train_loop.train_and_evaluate(_stacked(steps=20), str(tmp_path / 'resumed'))
-  resumed = train_loop.train_and_evaluate(_stacked(steps=30),
+  train_lib.train_and_evaluate(_stacked(steps=20), str(tmp_path / 'resumed'))
+  resumed = train_lib.train_and_evaluate(_stacked(steps=30),
                                           str(tmp_path / 'resumed'))
   assert resumed['eval_per_seed'] == whole['eval_per_seed']
   assert (tmp_path / 'whole' / 'forecast.png').stat().st_size > 0
@@ -88,6 +88,7 @@ def test_programs_compile_once(tmp_path):
   """After ``build``, training and evaluation compile nothing: the number of
   XLA compilations is the same for 3 and for 6 train calls (the remainder
   call included), and equals the programs built (init, train, eval)."""
+  results = []
   compiles = []
 
   def listener(name, *args, **kwargs):
@@ -98,17 +99,18 @@ def test_programs_compile_once(tmp_path):
   monitoring.register_event_duration_secs_listener(listener)
   try:
     # The first run in a process also compiles a few eager ops (key setup).
-    train_loop.train_and_evaluate(_config(), str(tmp_path / 'warmup'))
+    train_lib.train_and_evaluate(_config(), str(tmp_path / 'warmup'))
     counts = []
     for steps in (25, 55):
       before = len(compiles)
-      train_loop.train_and_evaluate(
+      results.append(train_lib.train_and_evaluate(
           _config(**{'train.steps': steps, 'train.checkpoint_every': 20}),
-          str(tmp_path / f'steps{steps}'))
+          str(tmp_path / f'steps{steps}')))
       counts.append(len(compiles) - before)
   finally:
     monitoring.unregister_event_duration_listener(listener)
   assert counts == [3, 3]
+  assert [r['compilation']['programs'] for r in results] == [3, 3]
 
 
 def test_batch_not_divisible_by_devices_is_a_config_error():
@@ -124,12 +126,12 @@ def test_batch_not_divisible_by_devices_is_a_config_error():
 
 
 _FOUR_DEVICES = textwrap.dedent('''
-    import json, sys
+    import functools, json, sys
     import jax, numpy as np
     jax.config.update('jax_disable_most_optimizations', True)
     sys.path.insert(0, {root!r})
     from configs import vanilla_fast, stacked
-    from lstm_flax import tasks, train_loop
+    from lstm_flax import evaluation, experiment, programs, sharding
     assert jax.device_count() == 4, jax.devices()
     out = {{}}
     for name, module, seeds in (('vanilla', vanilla_fast, 1),
@@ -140,30 +142,44 @@ _FOUR_DEVICES = textwrap.dedent('''
       config.num_seeds = seeds
       config.eval.num_examples = 80
       config.eval.batch_size = 40
-      exp = train_loop.build(config, ('train', 'eval'))
-      assert exp.mesh.size == 4
-      one_state = jax.device_put(jax.tree_util.tree_map(np.array, exp.state),
+      exp = experiment.build(config, ('train', 'eval'))
+      mesh = sharding.data_mesh()
+      assert mesh.size == 4
+      task = exp.task
+      state = exp.init()
+      one_state = jax.device_put(jax.tree_util.tree_map(np.array, state),
                                  jax.devices()[0])  # a copy, before donation
-      state, losses = exp.train_chunk(exp.state, 20)
-      sharded_metrics = train_loop.evaluate_state(exp, state)
+      state, metrics, finite = exp.programs['train'](
+          state, exp.keys.batch, exp.keys.dropout, 20)
+      sharded = sharding.to_host(exp.evaluate(state.params))
+      summary = evaluation.evaluate(exp, state).mean
       # The same steps on one device: no mesh, no sharding constraint.
-      task = tasks.make_task(config.task)
-      _, train_key, eval_key = train_loop.run_keys(config.seed, config.eval.seed,
-                                                   seeds)
-      one = train_loop.make_train_chunk(
-          train_loop.make_train_step(task, 8, train_key), 20)
-      one_state, one_losses = one(one_state, 20)
-      one_metrics = train_loop.make_evaluate(task, 80, 40, eval_key, seeds)(
-          one_state.apply_fn, one_state.params)
+      one = jax.jit(programs.make_train_chunk(
+          programs.make_train_step(task, 8), 20))
+      one_state, one_train, one_finite = one(
+          one_state, exp.keys.batch, exp.keys.dropout, 20)
+      one_eval = jax.jit(functools.partial(
+          programs.make_evaluate(task, 80, 40), one_state.apply_fn))(
+              one_state.params, exp.keys.eval)
       # The batch inside the step is split over the 4 devices.
-      batch = jax.jit(lambda k: train_loop.shard_batch(
-          task.generate(k, 8), train_loop.batch_sharding(exp.mesh)))(
+      batch = jax.jit(lambda k: sharding.shard_batch(
+          task.generate(k, 8), sharding.batch_sharding(mesh)))(
               jax.random.key(0))
+      tolist = lambda tree: jax.tree_util.tree_map(
+          lambda a: np.asarray(a).tolist(), tree)
       out[name] = dict(
-          losses=np.asarray(losses).tolist(),
-          one_losses=np.asarray(one_losses).tolist(),
-          metrics=sharded_metrics,
-          one_metrics={{k: float(np.mean(v)) for k, v in one_metrics.items()}},
+          losses=tolist(metrics['loss']),
+          one_losses=tolist(one_train['loss']),
+          grad_norms=tolist(metrics['grad_norm']),
+          one_grad_norms=tolist(one_train['grad_norm']),
+          finite=tolist(finite), one_finite=tolist(one_finite),
+          steps=tolist(state.step), one_steps=tolist(one_state.step),
+          metrics=tolist(sharded[0]), one_metrics=tolist(one_eval[0]),
+          ensemble=tolist(sharded[1]), one_ensemble=tolist(one_eval[1]),
+          summary=summary,
+          summary_of_one={{k: float(np.mean(v))
+                           for k, v in one_eval[0].items()}},
+          param_devices=len(jax.tree_util.tree_leaves(state.params)[0].sharding.device_set),
           param_sharding=str(jax.tree_util.tree_leaves(state.params)[0].sharding.spec),
           batch_spec=str(batch[0].sharding.spec),
           shard_rows=sorted({{s.data.shape[0] for s in batch[0].addressable_shards}}),
@@ -183,16 +199,29 @@ def test_four_devices_same_batch_and_loss_curve_as_one():
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split('RESULT', 1)[1])
   for name, r in out.items():
+    seeds = 2 if name == 'stacked' else 1
+    assert np.asarray(r['losses']).shape == (20, seeds), name  # (K, N)
     np.testing.assert_allclose(r['losses'], r['one_losses'], rtol=2e-5,
                                atol=1e-6, err_msg=name)
-    for metric, value in r['one_metrics'].items():  # means, not summaries
+    np.testing.assert_allclose(r['grad_norms'], r['one_grad_norms'],
+                               rtol=1e-4, atol=1e-6, err_msg=name)
+    assert r['finite'] == r['one_finite'] == [True] * seeds, r
+    assert r['steps'] == r['one_steps'] == [20] * seeds, r
+    for metric, value in r['one_metrics'].items():  # per replica, (N,)
+      assert len(value) == seeds, (name, metric)
       np.testing.assert_allclose(r['metrics'][metric], value, rtol=2e-5,
                                  err_msg=f'{name} {metric}')
+      np.testing.assert_allclose(r['ensemble'][metric],
+                                 r['one_ensemble'][metric], rtol=2e-5,
+                                 err_msg=f'{name} ensemble {metric}')
+    for metric, value in r['summary_of_one'].items():  # means, not summaries
+      np.testing.assert_allclose(r['summary'][metric], value, rtol=2e-5,
+                                 err_msg=f'{name} mean {metric}')
+    assert r['param_devices'] == 4, r
     assert r['param_sharding'] in ('P()', 'PartitionSpec()'), r  # replicated
     assert r['batch_spec'] in ("P('data',)", "PartitionSpec('data',)"), r
     assert r['shard_rows'] == [2] and r['shard_devices'] == 4, r
     assert r['same_batch'], r
-  assert np.asarray(out['stacked']['losses']).shape == (20, 2)  # 2 seeds
 
 
 def _free_port():
@@ -206,7 +235,7 @@ def test_two_processes_on_localhost_write_one_result(tmp_path):
   results as one process, written once, by process 0."""
   args = ['--config=' + os.path.join(ROOT, 'configs', 'vanilla_fast.py'),
           '--config.train.steps=20', '--config.train.steps_per_call=10',
-          '--config.eval.num_examples=100', '--config.eval.batch_size=50',
+          '--config.train.log_every=10', '--config.eval.num_examples=100', '--config.eval.batch_size=50',
           '--compilation_cache_dir=']
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
