@@ -5,7 +5,9 @@ Dense and Conv layers use Keras' default initialisers (Glorot-uniform kernel,
 zero bias), like the seed's Keras models.
 """
 
-from typing import Any, Optional, Sequence
+import dataclasses
+import inspect
+from typing import Any, Dict, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -25,6 +27,43 @@ from lstm_flax.lstm import use_fused_recurrence
 
 glorot_uniform = nn.initializers.glorot_uniform()
 LAYER_SCHEDULES = ('wavefront', 'layerwise')
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentOptions:
+  """How a model's recurrent layers run (one object shared by every model).
+
+  unroll: time steps per loop iteration (0: auto, see ``lstm.LSTM``).
+  dtype: the matmuls' dtype (None: float32).
+  input_projection: ``x @ kernel`` 'hoisted' before the loop, 'in_scan' per
+    step, or 'auto' (``lstm.hoist_input_projection``).
+  recurrence: 'fused' (``recurrence.py``), 'scan' (``nn.scan``) or 'auto'.
+  layer_schedule: stacked fused LSTMs as one 'wavefront' loop or one loop
+    per layer ('layerwise'); the same parameters either way.
+  dropout, recurrent_dropout: every layer's (Keras' semantics), drawn from
+    the 'dropout' rng only when the model is called with ``train=True``.
+  """
+  unroll: int = 0
+  dtype: Optional[Any] = None
+  input_projection: str = 'auto'
+  recurrence: str = 'auto'
+  layer_schedule: str = 'wavefront'
+  dropout: float = 0.0
+  recurrent_dropout: float = 0.0
+
+  def layer_options(self, train: bool, cell: str = 'lstm') -> Dict[str, Any]:
+    """Keyword arguments of one ``lstm.LSTM`` (or GRU) layer."""
+    options = {'unroll': self.unroll, 'dtype': self.dtype,
+               'input_projection': self.input_projection,
+               'dropout': self.dropout,
+               'recurrent_dropout': self.recurrent_dropout,
+               'deterministic': not train}
+    if cell == 'lstm':
+      options['recurrence'] = self.recurrence
+    return options
+
+
+RECURRENT_OPTIONS = tuple(f.name for f in dataclasses.fields(RecurrentOptions))
 
 
 def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
@@ -62,22 +101,13 @@ def lstm_stack(inputs, layer_sizes, names, return_sequences, layer_schedule,
   return x
 
 
-def _dropout_options(module, train):
-  """The LSTM layers' dropout options of ``module`` (dropout drawn from the
-  'dropout' rng stream only when ``train``)."""
-  return {'dropout': module.dropout,
-          'recurrent_dropout': module.recurrent_dropout,
-          'deterministic': not train}
-
-
 class StackedLSTM(nn.Module):
   """LSTM(layer_sizes[0]) -> ... -> LSTM(layer_sizes[-1]) -> Dense(num_outputs).
 
   Every layer but the last returns its whole sequence into the next; the
   last returns its final output.  One layer is the seed's vanilla LSTM.
 
-  ``dropout`` / ``recurrent_dropout``: every layer's (see ``lstm.LSTM``),
-  applied only with ``train=True`` (an rng named 'dropout').
+  ``recurrent``: how the LSTM layers run (``RecurrentOptions``).
   ``highway`` n > 0: a linear autoregression on the last n input steps of
   every input feature, ``Dense(num_outputs)`` named ``highway`` of the
   flattened (B, n * F) inputs, added to the output (LSTNet's highway: the
@@ -88,23 +118,15 @@ class StackedLSTM(nn.Module):
 
   layer_sizes: Sequence[int]
   num_outputs: int
-  unroll: int = 0                   # 0: auto (see lstm.LSTM)
-  dtype: Optional[Any] = None
-  input_projection: str = 'auto'    # 'auto', 'hoisted' or 'in_scan'
-  recurrence: str = 'auto'          # 'fused', 'scan' (see lstm.LSTM)
-  layer_schedule: str = 'wavefront'  # or 'layerwise' (see lstm_stack_wavefront)
-  dropout: float = 0.0
-  recurrent_dropout: float = 0.0
+  recurrent: RecurrentOptions = RecurrentOptions()
   highway: int = 0                  # 0: none; n: AR on the last n steps
 
   @nn.compact
   def __call__(self, inputs, train: bool = False):
     x = lstm_stack(inputs, self.layer_sizes,
                    [f'lstm_{i}' for i in range(len(self.layer_sizes))],
-                   False, self.layer_schedule, unroll=self.unroll,
-                   dtype=self.dtype, input_projection=self.input_projection,
-                   recurrence=self.recurrence,
-                   **_dropout_options(self, train))
+                   False, self.recurrent.layer_schedule,
+                   **self.recurrent.layer_options(train))
     outputs = nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                        name='dense')(x)
     if self.highway:
@@ -175,13 +197,7 @@ class CNNLSTM(nn.Module):
   kernel_size: int = 2
   pool_size: int = 2
   encoder_implementation: str = 'shifted_adds'
-  unroll: int = 0
-  dtype: Optional[Any] = None
-  input_projection: str = 'auto'
-  recurrence: str = 'auto'
-  layer_schedule: str = 'wavefront'
-  dropout: float = 0.0
-  recurrent_dropout: float = 0.0
+  recurrent: RecurrentOptions = RecurrentOptions()
 
   @nn.compact
   def __call__(self, frames, train: bool = False):
@@ -190,10 +206,8 @@ class CNNLSTM(nn.Module):
                       split_rngs={'params': False})
     x = encoder(self.conv_features, self.kernel_size, self.pool_size,
                 self.encoder_implementation, name='encoder')(frames)
-    return StackedLSTM(self.layer_sizes, self.num_outputs, self.unroll,
-                       self.dtype, self.input_projection, self.recurrence,
-                       self.layer_schedule, self.dropout,
-                       self.recurrent_dropout, name='rnn')(x, train)
+    return StackedLSTM(self.layer_sizes, self.num_outputs, self.recurrent,
+                       name='rnn')(x, train)
 
 
 class EncoderDecoder(nn.Module):
@@ -211,28 +225,19 @@ class EncoderDecoder(nn.Module):
   num_outputs: int
   output_steps: int = 2
   encoder_depth: int = 1
-  unroll: int = 0
-  dtype: Optional[Any] = None
-  input_projection: str = 'auto'
-  recurrence: str = 'auto'
-  layer_schedule: str = 'wavefront'
-  dropout: float = 0.0
-  recurrent_dropout: float = 0.0
+  recurrent: RecurrentOptions = RecurrentOptions()
 
   @nn.compact
   def __call__(self, inputs, train: bool = False):
     x = inputs
-    options = {'unroll': self.unroll, 'dtype': self.dtype,
-               'input_projection': self.input_projection,
-               'recurrence': self.recurrence,
-               **_dropout_options(self, train)}
+    options = self.recurrent.layer_options(train)
     encoder = self.layer_sizes[:self.encoder_depth]
     decoder = self.layer_sizes[self.encoder_depth:]
     x = lstm_stack(x, encoder, [f'encoder_{i}' for i in range(len(encoder))],
-                   False, self.layer_schedule, **options)
+                   False, self.recurrent.layer_schedule, **options)
     x = jnp.repeat(x[:, None, :], self.output_steps, axis=1)
     x = lstm_stack(x, decoder, [f'decoder_{i}' for i in range(len(decoder))],
-                   True, self.layer_schedule, **options)
+                   True, self.recurrent.layer_schedule, **options)
     return nn.Dense(self.num_outputs, kernel_init=glorot_uniform,
                     name='dense')(x)
 
@@ -256,22 +261,12 @@ class PerStepRNN(nn.Module):
   bidirectional: bool = True
   merge_mode: str = 'concat'
   cell: str = 'lstm'
-  unroll: int = 0
-  dtype: Optional[Any] = None
-  input_projection: str = 'auto'
-  recurrence: str = 'auto'
-  layer_schedule: str = 'wavefront'
-  dropout: float = 0.0
-  recurrent_dropout: float = 0.0
+  recurrent: RecurrentOptions = RecurrentOptions()
 
   @nn.compact
   def __call__(self, inputs, train: bool = False):
     x = inputs
-    options = {'unroll': self.unroll, 'dtype': self.dtype,
-               'input_projection': self.input_projection,
-               **_dropout_options(self, train)}
-    if self.cell == 'lstm':
-      options['recurrence'] = self.recurrence
+    options = self.recurrent.layer_options(train, self.cell)
     names = [f'rnn_{i}' for i in range(len(self.layer_sizes))]
     if self.bidirectional:
       for units, name in zip(self.layer_sizes, names):
@@ -279,8 +274,8 @@ class PerStepRNN(nn.Module):
                           return_sequences=True, layer_options=options,
                           name=name)(x)
     elif self.cell == 'lstm':
-      x = lstm_stack(x, self.layer_sizes, names, True, self.layer_schedule,
-                     **options)
+      x = lstm_stack(x, self.layer_sizes, names, True,
+                     self.recurrent.layer_schedule, **options)
     else:
       for units, name in zip(self.layer_sizes, names):
         x = RECURRENT_LAYERS[self.cell](units, return_sequences=True,
@@ -316,8 +311,12 @@ def check_model_config(model_config, task_config, input_kind,
             f'it returns {_OUTPUT_SHAPES[MODEL_OUTPUTS[name]]}, and task '
             f'{task_config.name!r} needs {_OUTPUT_SHAPES[output_kind]}; use one'
             f' of {fitting}')
-  v.options_of('model', options, MODELS[name],
-               exclude=('num_outputs', 'parent', 'name'))
+  accepted = config_fields(MODELS[name])
+  for key in options:
+    if key not in accepted:
+      v.fail(f'model.{key}', options[key],
+             f'{MODELS[name].__name__} takes no option {key!r}; its options '
+             f'are {sorted(accepted)}')
   sizes = options.get('layer_sizes')
   if (not isinstance(sizes, (tuple, list)) or not sizes or
       not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
@@ -375,18 +374,28 @@ def check_model_config(model_config, task_config, input_kind,
               f' it needs size >= {k + p - 1}')
 
 
+def config_fields(model_class) -> set:
+  """The ``config.model`` fields of a model class: its own attributes and
+  the ``RecurrentOptions`` fields, which make_model gathers into one."""
+  own = set(inspect.signature(model_class).parameters)
+  return (own - {'num_outputs', 'parent', 'name', 'recurrent'}) | set(
+      RECURRENT_OPTIONS)
+
+
 def make_model(model_config, num_outputs) -> nn.Module:
   """Builds the model named ``model_config.name`` with a head of ``num_outputs``."""
   options = dict(model_config)
   name = options.pop('name')
   v.choice('model.name', name, MODELS)
-  dtype = options.pop('dtype', 'float32')
-  options['dtype'] = None if dtype == 'float32' else jnp.dtype(dtype)
+  recurrent = {k: options.pop(k) for k in RECURRENT_OPTIONS if k in options}
+  dtype = recurrent.pop('dtype', 'float32')
+  recurrent['dtype'] = None if dtype == 'float32' else jnp.dtype(dtype)
   options['layer_sizes'] = tuple(options['layer_sizes'])
   if 'encoder_implementation' in options:
     options['encoder_implementation'] = compile_plan.encoder_implementation(
         options['encoder_implementation'])
-  return MODELS[name](num_outputs=num_outputs, **options)
+  return MODELS[name](num_outputs=num_outputs,
+                      recurrent=RecurrentOptions(**recurrent), **options)
 
 
 MODELS = {'lstm': StackedLSTM, 'cnn_lstm': CNNLSTM,

@@ -64,12 +64,6 @@ class SignalCatcher:
       signal.signal(sig, handler)
 
 
-def _finite_or_none(value):
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
-
-
 class MetricWriter:
   """Records to ``<workdir>/metrics.jsonl`` (one JSON object a line) and,
   with ``config.train.tensorboard``, TensorBoard events in
@@ -94,7 +88,7 @@ class MetricWriter:
     """``record``: ``{'step': s, name: float or list, ...}``."""
     if self._file is None:
       return
-    record = {k: _finite_or_none(v) for k, v in record.items()}
+    record = workdir_lib.strict(record)   # NaN/inf -> null: strict JSON
     self._file.write(json.dumps(record, allow_nan=False) + '\n')
     self._file.flush()
     if self._tensorboard is not None:

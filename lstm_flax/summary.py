@@ -12,6 +12,7 @@ each layer's output shape shows.  A module run under ``nn.vmap`` (the CNN
 frame encoder, once per time step) shows its output for one step.
 """
 
+import dataclasses
 import math
 from typing import Any, Dict, List, Tuple
 
@@ -64,8 +65,9 @@ def _bytes(n: int) -> str:
 
 def _layers_traced(model: nn.Module, inputs, call_kwargs):
   """(params shapes, [(path, module class name, output shapes)]) in call order."""
-  if 'layer_schedule' in getattr(model, '__dataclass_fields__', {}):
-    model = model.clone(layer_schedule='layerwise')   # same parameters
+  if 'recurrent' in getattr(model, '__dataclass_fields__', {}):
+    model = model.clone(recurrent=dataclasses.replace(
+        model.recurrent, layer_schedule='layerwise'))   # same parameters
   rows: Dict[Tuple[str, ...], List[Any]] = {}
   hidden: List[Tuple[str, ...]] = []
 

@@ -29,7 +29,9 @@ def test_stacked_output_shapes_and_layers(layer_sizes):
 
 
 def test_depth_two_first_layer_emits_a_sequence_the_second_consumes():
-  model = models.StackedLSTM((6, 4), num_outputs=2, layer_schedule='layerwise')
+  model = models.StackedLSTM(
+      (6, 4), num_outputs=2,
+      recurrent=models.RecurrentOptions(layer_schedule='layerwise'))
   x = jax.random.normal(jax.random.key(1), (3, 8, 1))
   params = model.init(jax.random.key(0), x)['params']
   _, state = model.apply({'params': params}, x, capture_intermediates=True)

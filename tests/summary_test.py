@@ -111,7 +111,8 @@ def test_summary_compiles_nothing():
 def test_summary_of_a_wavefront_stack_shows_each_layer():
   """Two fused layers train as one wavefront loop; the table still shows
   each layer, with the same parameters as the model."""
-  model = models.StackedLSTM((6, 4), 3, recurrence='fused')
+  model = models.StackedLSTM(
+      (6, 4), 3, models.RecurrentOptions(recurrence='fused'))
   inputs = jnp.zeros((2, 12, 5))
   rows = _rows(summary.model_summary(model, inputs))
   assert rows['lstm_0'] == ('LSTM', '(2, 12, 6)', 5 * 24 + 6 * 24 + 24)
@@ -120,7 +121,8 @@ def test_summary_of_a_wavefront_stack_shows_each_layer():
 
 
 def test_summary_of_bidirectional_layers_names_a_non_float32_dtype():
-  model = models.PerStepRNN((3,), 2, dtype=jnp.bfloat16)
+  model = models.PerStepRNN(
+      (3,), 2, recurrent=models.RecurrentOptions(dtype=jnp.bfloat16))
   text = summary.model_summary(model, jnp.zeros((1, 7, 2), jnp.bfloat16))
   assert text.startswith('PerStepRNN, inputs (1, 7, 2) bfloat16\n')
   rows = _rows(text)

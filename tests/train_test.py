@@ -282,7 +282,7 @@ def test_build_compiles_the_train_program_for_what_optimize_for_says(
 
   monkeypatch.setattr(jax.stages.Lowered, 'compile', compile_)
   exp = experiment.build(config, ('train',))
-  assert exp.model.unroll == want_unroll == exp.plan.unroll
+  assert exp.model.recurrent.unroll == want_unroll == exp.plan.unroll
   # The last -O1 compile is the train program's (the plan may compile an
   # empty program with the same options first; init compiles at -O0).
   train_options = [o for o in compiled_with
