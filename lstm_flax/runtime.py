@@ -2,6 +2,7 @@
 and the best state.  Nothing here computes; the loop calls these between
 compiled calls."""
 
+import contextlib
 import json
 import math
 import os
@@ -33,6 +34,14 @@ def is_writer() -> bool:
   """Only process 0 writes logs, metrics, results and figures (every process
   computes, and takes part in orbax's checkpoint saves)."""
   return jax.process_index() == 0
+
+
+def workdir_lock(workdir: str):
+  """The workdir's exclusive lock, held by the writing process (the others
+  of a multi-host run share its workdir)."""
+  if is_writer():
+    return workdir_lib.lock(workdir)
+  return contextlib.nullcontext(workdir)
 
 
 class SignalCatcher:

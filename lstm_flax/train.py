@@ -33,7 +33,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   config.json, metrics.jsonl, checkpoints/, best/, results.json and the
   task's figure.  Returns the results dict."""
   start = time.perf_counter()
-  with runtime.SignalCatcher() as signals, workdir_lib.lock(workdir):
+  with runtime.SignalCatcher() as signals, runtime.workdir_lock(workdir):
     exp = build_for_training(config)
     write_run_files(exp, workdir)
     state, step = restore_or_init(exp, workdir)
