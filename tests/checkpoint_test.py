@@ -257,10 +257,14 @@ def test_learning_curve_plot_and_tensorboard_events(tmp_path):
   pytest.importorskip('matplotlib')
   config = _config(vanilla, steps=30, steps_per_call=10, log_every=10,
                    tensorboard=True)
+  with config.unlocked():
+    config.eval.every_steps = 15
   results = train_lib.train_and_evaluate(config, str(tmp_path))
   from lstm_flax import plot  # pylint: disable=g-import-not-at-top
-  train, final = plot.read_metrics(str(tmp_path))
+  train, validation, final = plot.read_metrics(str(tmp_path))
   assert [r['step'] for r in train] == [10, 20, 30]
+  assert [r['step'] for r in validation] == [15, 30]
+  assert plot.main(['plot', '--help']) == 0
   assert plot.main(['plot', str(tmp_path)]) == 0
   assert (tmp_path / 'learning_curve.png').stat().st_size > 5000
   assert plot.main(['plot', str(tmp_path / 'nothing')]) == 2
