@@ -822,6 +822,144 @@ def test_keras_file_with_hard_sigmoid_is_refused(tmp_path):
     interop.load_keras(tmp_path / 'old.h5')
 
 
+# --- params_from_file: a Keras or PyTorch file into our model's params ---------------
+
+
+def _init_params(model, shape):
+  return model.init(jax.random.key(0), jnp.zeros((1,) + shape))['params']
+
+
+def _same_tree(params, target):
+  """Same structure, shapes and dtypes, leaf by leaf."""
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(target)
+  jax.tree_util.tree_map(lambda p, t: (p.shape, p.dtype) == (t.shape, t.dtype) or
+                         pytest.fail(f'{p.shape} {p.dtype} != {t.shape} {t.dtype}'),
+                         params, target)
+
+
+def test_params_from_keras_file_compute_what_keras_predicts(tmp_path):
+  """A Keras echo model, LSTM(25) -> Dense(10, softmax), into our StackedLSTM's params."""
+  keras = _keras()
+  model, shape = _seed_keras_model(keras, 'vanilla')
+  x = np.random.default_rng(14).uniform(0, 1, (6,) + shape).astype(np.float32)
+  expected = model.predict(x, verbose=0)
+  model.save(tmp_path / 'echo.keras')
+  model.save_weights(tmp_path / 'echo.weights.h5')
+  model.save(tmp_path / 'echo.h5')
+  ours = StackedLSTM((25,), 10)
+  target = _init_params(ours, shape)
+  for name in ('echo.keras', 'echo.weights.h5', 'echo.h5'):
+    params = interop.params_from_file(str(tmp_path / name), target)
+    _same_tree(params, target)
+    _close(f'params_from_file {name}: softmax(ours) vs keras predict',
+           jax.nn.softmax(ours.apply({'params': params}, x)), expected)
+  # With the outer {'params': ...}, and a dtype other than float32: kept as given.
+  wrapped = {'params': jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), target)}
+  _same_tree(interop.params_from_file(tmp_path / 'echo.keras', wrapped), wrapped)
+
+
+def test_params_from_a_keras_file_of_another_size_name_the_shapes(tmp_path):
+  keras = _keras()
+  model, shape = _seed_keras_model(keras, 'vanilla')
+  model.save(tmp_path / 'echo.keras')
+  path = tmp_path / 'echo.keras'
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path}: parameter lstm_0/kernel has shape (10, 100) in the file; the model being '
+      'trained needs (10, 120) (the file holds LSTM(25) -> Dense(10), the model being '
+      'trained is LSTM(30) -> Dense(10))')):
+    interop.params_from_file(path, _init_params(StackedLSTM((30,), 10), shape))
+  with pytest.raises(ValueError, match=re.escape(
+      'the file holds LSTM(25) -> Dense(10), the model being trained is LSTM(25) -> '
+      'LSTM(25) -> Dense(10): the file has no lstm_1/kernel')):
+    interop.params_from_file(path, _init_params(StackedLSTM((25, 25), 10), shape))
+  from lstm_flax.models import EncoderDecoder  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"fills our StackedLSTM \(model.name='lstm'.*and "
+                                       r"CNNLSTM.*has parameters such as \['decoder_0/"):
+    interop.params_from_file(path, _init_params(EncoderDecoder((25, 25), 10, 1), shape))
+
+
+def test_params_from_a_keras_cnn_lstm_file(tmp_path):
+  keras = _keras()
+  model, shape = _seed_keras_model(keras, 'cnn_lstm')
+  x = np.random.default_rng(15).uniform(0, 1, (3,) + shape).astype(np.float32)
+  model.save(tmp_path / 'cnn.keras')
+  from lstm_flax.models import CNNLSTM  # pylint: disable=g-import-not-at-top
+  ours = CNNLSTM((50,), 1)
+  target = _init_params(ours, shape)
+  params = interop.params_from_file(tmp_path / 'cnn.keras', target)
+  _same_tree(params, target)
+  _close('params_from_file cnn_lstm: sigmoid(ours) vs keras predict',
+         jax.nn.sigmoid(ours.apply({'params': params}, x)), model.predict(x, verbose=0))
+
+
+class _TorchEcho:
+  """nn.LSTM(10, 25) -> nn.Linear(25, 10) on the last step, built lazily (torch optional)."""
+
+  @staticmethod
+  def make(torch, layers=1):
+    class Net(torch.nn.Module):
+
+      def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(10, 25, num_layers=layers, batch_first=True)
+        self.head = torch.nn.Linear(25, 10)
+
+      def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    return Net()
+
+
+def test_params_from_torch_file_compute_what_torch_computes(tmp_path):
+  torch = _torch()
+  x = np.random.default_rng(16).uniform(0, 1, (4, 5, 10)).astype(np.float32)
+  for layers in (1, 2):
+    net = _TorchEcho.make(torch, layers)
+    with torch.no_grad():
+      expected = net(torch.from_numpy(x)).numpy()
+    torch.save(net.state_dict(), tmp_path / 'echo.pt')
+    torch.save({'state_dict': net.state_dict(), 'epoch': 3}, tmp_path / 'echo.pth')
+    ours = StackedLSTM((25,) * layers, 10)
+    target = _init_params(ours, (5, 10))
+    for name in ('echo.pt', 'echo.pth'):
+      params = interop.params_from_file(tmp_path / name, target)
+      _same_tree(params, target)
+      _close(f'params_from_file {name} ({layers} layers) vs torch',
+             ours.apply({'params': params}, x), expected)
+  path = tmp_path / 'echo.pt'
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path}: parameter lstm_0/kernel has shape (10, 100) in the file; the model being '
+      'trained needs (10, 80)')):
+    interop.params_from_file(path, _init_params(StackedLSTM((20, 20), 10), (5, 10)))
+
+
+def test_params_from_file_refuses_what_it_cannot_read(tmp_path):
+  torch = _torch()
+  target = _init_params(StackedLSTM((25,), 10), (5, 10))
+  net = _TorchEcho.make(torch)
+  whole = tmp_path / 'whole.pt'
+  torch.save(torch.nn.Linear(25, 10), whole)  # a module, not a state_dict: pickled code
+  with pytest.raises(ValueError, match=re.escape(f'{whole}: torch.load(weights_only=True) '
+                                                 'cannot read it')):
+    interop.params_from_file(whole, target)
+  gru = tmp_path / 'gru.pt'
+  torch.save({**torch.nn.GRU(10, 25).state_dict(), 'head.weight': torch.zeros(10, 25),
+              'head.bias': torch.zeros(10)}, gru)
+  with pytest.raises(ValueError, match=r'is this an nn.GRU\?'):
+    interop.params_from_file(gru, target)
+  extra = tmp_path / 'extra.pt'
+  torch.save({**net.state_dict(), 'norm.weight': torch.ones(25)}, extra)
+  with pytest.raises(ValueError, match=r"besides the nn.LSTM 'lstm.' it holds "
+                                       r"\['head.bias', 'head.weight', 'norm.weight'\]"):
+    interop.params_from_file(extra, target)
+  text = tmp_path / 'notes.txt'
+  text.write_text('hello')
+  with pytest.raises(ValueError, match=r'notes.txt is neither a Keras file .* nor a '
+                                       r'PyTorch state_dict'):
+    interop.params_from_file(text, target)
+
+
 # --- the README's section runs as written -----------------------------------------
 
 

@@ -84,6 +84,8 @@ Modules
 - ``pytorch``: ``nn.LSTM`` / ``nn.GRU`` / ``nn.Linear`` state_dicts and carries <-> ours.
 - ``keras_files``: reading ``.keras`` / ``.h5`` safely (zipfile and h5py only).
 - ``keras_models``: ``load_keras``, the model config checked against its weights.
+- ``from_file``: ``params_from_file``, a Keras or PyTorch file into a given params tree
+  (warm starts).
 """
 
 from lstm_flax.interop._common import stacked_lstm_layers
@@ -103,6 +105,7 @@ from lstm_flax.interop.keras_files import MAX_COMPRESSION_RATIO
 from lstm_flax.interop.keras_files import MAX_FILE_BYTES
 from lstm_flax.interop.keras_files import check_zip_sizes
 from lstm_flax.interop.keras_files import read_keras_weights
+from lstm_flax.interop.from_file import params_from_file
 from lstm_flax.interop.keras_models import KerasImport
 from lstm_flax.interop.keras_models import load_keras
 from lstm_flax.interop.pytorch import carries_from_torch
@@ -137,6 +140,7 @@ __all__ = [
     'lstm_to_torch',
     'MAX_COMPRESSION_RATIO',
     'MAX_FILE_BYTES',
+    'params_from_file',
     'read_keras_weights',
     'save_keras_weights',
     'stacked_lstm_layers',

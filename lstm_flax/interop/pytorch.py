@@ -44,7 +44,7 @@ def dense_to_torch(params: Mapping[str, Any], prefix: str = '') -> Dict[str, np.
 # --- nn.LSTM ------------------------------------------------------------------
 
 
-_TORCH_KEY = re.compile(r'(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?')
+TORCH_RNN_KEY = re.compile(r'(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?')
 
 
 def _torch_rnn_layers(state_dict: Mapping[str, Any], prefix: str, gates: int, kind: str):
@@ -60,7 +60,7 @@ def _torch_rnn_layers(state_dict: Mapping[str, Any], prefix: str, gates: int, ki
   for key, value in state_dict.items():
     if not key.startswith(prefix):
       continue
-    m = _TORCH_KEY.fullmatch(key[len(prefix):])
+    m = TORCH_RNN_KEY.fullmatch(key[len(prefix):])
     if m is None:
       unexpected.append(key)
       continue
