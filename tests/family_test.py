@@ -17,9 +17,11 @@ from configs import bidirectional
 from configs import generative
 from configs import seq2seq_addition
 from lstm_flax import data
+from lstm_flax import experiment
 from lstm_flax import generation
+from lstm_flax import inference
 from lstm_flax import models
-from lstm_flax import train_loop
+from lstm_flax import train as train_lib
 from lstm_flax import validation
 from lstm_flax.lstm import LSTM
 
@@ -224,7 +226,7 @@ def test_bad_value_names_field_value_and_valid_range(module, field, value, expec
   with config.unlocked():
     config[section][name] = value
   with pytest.raises(validation.ConfigError) as info:
-    validation.validate(config)
+    experiment.check_config(config)      # every check train.py runs
   assert f'config.{field}={value!r}' in str(info.value)
   assert expected in str(info.value)
 
@@ -242,7 +244,7 @@ def test_family_configs_are_valid():
   for config in (seq2seq_addition.get_config(), bidirectional.get_config(),
                  bidirectional.get_config('forward'), generative.get_config(),
                  generative.get_config('sequence')):
-    validation.validate(config)
+    experiment.check_config(config)
   assert seq2seq_addition.get_config().train.steps == 2344      # 75,000 / 32
   assert bidirectional.get_config('forward').model.bidirectional is False
   with pytest.raises(ValueError, match="use 'pairs' or 'sequence'"):
@@ -266,13 +268,14 @@ def _tiny(config, steps, **eval_options):
 
 def test_tiny_seq2seq_run_logs_and_saves_decoded_predictions(tmp_path):
   config = _tiny(seq2seq_addition.get_config(), 30, predict_examples=3)
-  results = train_loop.train_and_evaluate(config, str(tmp_path))
+  results = train_lib.train_and_evaluate(config, str(tmp_path))
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert set(saved['eval']) >= {'char_accuracy', 'exact_match', 'loss'}
   assert 0 <= saved['eval']['exact_match'] <= saved['eval']['char_accuracy'] <= 1
   lines = saved['report']['examples']
   assert len(lines) == 3 and lines == results['report']['examples']
-  inputs, targets = data.addition(train_loop.run_keys(0, 1)[2], 3)
+  eval_key = experiment.run_keys(config.seed, config.eval.seed).eval
+  inputs, targets = data.addition(eval_key, 3)
   for line, question, answer in zip(lines, data.decode_text(inputs),
                                     data.decode_text(targets)):
     assert line.startswith(f'{question.strip()} = {answer.strip()} (predicted ')
@@ -283,7 +286,7 @@ def test_tiny_bidirectional_run_learns(tmp_path):
   with config.unlocked():
     config.train.batch_size = 32
     config.optimizer.learning_rate = 1e-2
-  results = train_loop.train_and_evaluate(config, str(tmp_path))
+  results = train_lib.train_and_evaluate(config, str(tmp_path))
   # All-zero labels would score ~0.55 per step; 200 steps learn more.
   assert results['eval']['accuracy'] > 0.8
   assert results['eval']['sequence_accuracy'] <= results['eval']['accuracy']
@@ -294,7 +297,7 @@ def test_tiny_generative_run_reports_generation(tmp_path):
   # The 'sequence' variant differs only in its model and feed_back's mode,
   # both tested above.
   config = _tiny(generative.get_config(), 20, figure_examples=2)
-  results = train_loop.train_and_evaluate(config, str(tmp_path))
+  results = train_lib.train_and_evaluate(config, str(tmp_path))
   ev = results['eval']
   for name in ('generated_right_angle_error_deg', 'completed_right_angle_error_deg'):
     assert 0 <= ev[name] <= 180
@@ -306,7 +309,7 @@ def test_tiny_generative_run_reports_generation(tmp_path):
       ev['generated_corner_error'], abs=1e-3)
   assert (tmp_path / 'rectangles.png').stat().st_size > 5000
   # --mode=eval of the saved checkpoint runs the same generation.
-  evaluated = train_loop.evaluate_checkpoint(config, str(tmp_path))
+  evaluated = inference.evaluate_checkpoint(config, str(tmp_path))
   for name in ('generated_right_angle_error_deg', 'completed_corner_error'):
     assert evaluated['eval'][name] == pytest.approx(ev[name], rel=1e-5)
   assert evaluated['report']['generated_from_origin'] == corners.tolist()
