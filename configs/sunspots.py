@@ -16,11 +16,20 @@ Protocol, as a forecaster would set it:
   a whole cycle and the rise of the one before; season 11 for the
   seasonal-naive baseline and MASE;
 - one year ahead (``output_length=1``), the benchmark's usual horizon;
-- the model: an LSTM beside a linear autoregressive highway on the same 22
-  years (LSTNet's highway): a linear AR is the classical, strong model of
-  this series, so the network only learns the nonlinear rest (the asymmetry
-  between a cycle's fast rise and slow fall); on its own a small LSTM trained
-  on ~200 windows stays above the linear model's error.
+- the model: one LSTM of 32 units beside a linear autoregressive highway on
+  the same 22 years (LSTNet's highway): a linear AR is the classical, strong
+  model of this series, so the network only has to learn the nonlinear rest
+  (a cycle rises faster than it falls);
+- regularisation: ~200 overlapping training windows are few for even a small
+  LSTM, which overfits them within a few hundred steps; input and recurrent
+  dropout of 0.4 on the LSTM (not on the highway) and a cosine-decayed
+  learning rate let it train for 3,000 steps without drifting off the
+  validation years;
+- the best checkpoint by validation MSE (``eval.every_steps``), and
+  ``--config.num_seeds=5`` for replicas whose mean forecast is the ensemble.
+
+The numbers these settings give are in README.md (one-year-ahead test MAE and
+MSE against persistence, seasonal naive and the linear AR).
 """
 
 from lstm_flax.config_base import base_config
@@ -43,11 +52,16 @@ def get_config():
   c.task.loss = 'mse'
   c.model.name = 'lstm'
   c.model.layer_sizes = (32,)
-  c.model.highway = 22
-  c.model.dropout = 0.0
-  c.model.recurrent_dropout = 0.0
-  c.optimizer.learning_rate = 1e-3
-  c.train.steps = 2000
+  c.model.highway = 22               # the whole input window
+  c.model.dropout = 0.4
+  c.model.recurrent_dropout = 0.4
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.warmup_steps = 100
+  c.train.steps = 3000
   c.train.batch_size = 32
-  c.train.steps_per_call = 500
+  c.train.steps_per_call = 250
+  c.eval.every_steps = 250           # validation MSE picks the best checkpoint
+  c.eval.best_metric = 'mse'
+  c.eval.figure_examples = 48        # every test year (48 windows)
   return c.lock()

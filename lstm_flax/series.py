@@ -650,11 +650,11 @@ def series_figure(workdir, d: SeriesData, test_windows, inputs, targets,
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)
     ax.legend(loc='upper right', fontsize=7)
-  axes[0].set_title(f'{os.path.basename(d.path)}: '
-                    f'{d.output_length}-step forecasts over the test part '
-                    f'(first step shown; MSE over all {d.output_length} steps)'
-                    if aligned else 'forecasts of held-out windows',
-                    fontsize=9)
+  horizon = ('one-step forecasts' if d.output_length == 1 else
+             f'{d.output_length}-step forecasts (first step shown; MSE over '
+             'all steps)')
+  axes[0].set_title(f'{os.path.basename(d.path)}: {horizon} over the test part'
+                    if aligned else f'{horizon} of held-out windows', fontsize=9)
   axes[-1].set_xlabel('time' if aligned and d.times is not None
                       else 'window' if not aligned else 'row')
   fig.tight_layout()
