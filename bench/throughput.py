@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.plain_flax import CONFIGS  # pylint: disable=g-import-not-at-top
 from bench.plain_flax import numpy_batch
 from bench.plain_flax import plain_step_fn
-from lstm_flax import train_loop
+from lstm_flax import experiment
 
 _MODELS = flags.DEFINE_list('models', ['echo', 'stacked', 'cnn_lstm'],
                             'Which seed models to time.')
@@ -75,14 +75,15 @@ def time_ours(name, batch, steps):
     # Steady-state steps, what a long run gets: a timed measurement is a few
     # thousand steps, which optimize_for='auto' would call a short run.
     config.train.optimize_for = 'step_time'
-  exp = train_loop.build(config, programs=('train',))
-  state = exp.state
+  exp = experiment.build(config, ('train',))
+  state = exp.init()
 
   def run():
     nonlocal state
     start = time.perf_counter()
-    state, losses = exp.train_chunk(state, steps)
-    jax.block_until_ready(losses)
+    state, metrics, _ = exp.programs['train'](state, exp.keys.batch,
+                                              exp.keys.dropout, steps)
+    jax.block_until_ready(metrics)
     return steps / (time.perf_counter() - start)
 
   return run
