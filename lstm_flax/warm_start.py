@@ -8,6 +8,7 @@ the optimizer starts fresh.  Every replica starts from the same weights.
 
 import os
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -32,6 +33,7 @@ def from_path(exp, state, path: str):
     raise WarmStartError(f'config.train.init_from={path!r}: no such file or '
                          f'directory (a workdir, a .keras/.h5 or a .pt file)')
   check_fits(params, target, path)
+  logging.info('warm start: parameters from %s (a fresh optimizer)', path)
   params = jax.tree_util.tree_map(
       lambda p, t: np.asarray(p, t.dtype), params, target)
   return state.replace(params=programs.stack_replicas(params, exp.num_seeds))
