@@ -302,6 +302,11 @@ _BOOLEAN_FLAGS = ('overwrite', 'distributed', 'help', 'helpfull', 'helpshort',
                   'alsologtostderr', 'logtostderr', 'showprefixforinfo')
 
 
+def _is_our_flag(token: str) -> bool:
+  match = re.match(r'^--?(?:no)?([A-Za-z_][\w.]*)', token)
+  return bool(match) and match.group(1) in FLAGS
+
+
 def _take_command(argv: List[str]) -> Tuple[Optional[str], List[str]]:
   """(the command word or None, argv without it).  The command is the first
   word that is not a flag's value: first, or after --flag=value flags."""
@@ -555,6 +560,14 @@ def _runtime():
   return runtime
 
 
+def _check_workdir(config, workdir: str, overwrite: bool):
+  """workdir.check_workdir holding the workdir's lock: a run that holds it
+  is refused (naming its pid) before --overwrite could delete its files.
+  The loop takes the lock again for the run itself."""
+  with workdir_lib.lock(workdir):
+    workdir_lib.check_workdir(config, workdir, overwrite)
+
+
 def _train(config):
   runtime = _runtime()
   import jax  # pylint: disable=g-import-not-at-top
@@ -565,7 +578,11 @@ def _train(config):
     if jax.process_count() > 1:
       raise CommandError('a multi-host run needs --workdir=DIR, a directory '
                          'every process can reach')
-    workdir = _new_directory(default_workdir(config.name))
+    try:
+      workdir = _new_directory(default_workdir(config.name))
+    except OSError as e:
+      raise CommandError(f'cannot create a workdir: {_os_error(e)}; pass '
+                         f'--workdir=DIR') from e
     print(f'{config.name}: writing to {workdir} (choose with --workdir=DIR)',
           flush=True)
   _usable_workdir(workdir)
@@ -581,10 +598,10 @@ def _train(config):
     if jax.process_count() > 1 and _OVERWRITE.value:
       # One process clears the workdir; the others wait for it.
       if jax.process_index() == 0:
-        workdir_lib.check_workdir(config, workdir, True)
+        _check_workdir(config, workdir, True)
       multihost_utils.sync_global_devices('lstm_flax: workdir checked')
     else:
-      workdir_lib.check_workdir(config, workdir, _OVERWRITE.value)
+      _check_workdir(config, workdir, _OVERWRITE.value)
     results = _train_and_evaluate(config, workdir)
   except (runtime.TrainingError, workdir_lib.WorkdirError) as e:
     _fail(str(e), 1)
@@ -862,7 +879,7 @@ def run(argv=None):
   sys.modules['__main__'].__doc__ = __doc__   # what absl's --help prints
   command, rest = _take_command(argv)
   if command == 'plot':  # its own arguments: lstm-flax plot DIR [DIR ...]
-    sys.exit(_plot(rest[1:]))
+    sys.exit(_plot([a for a in rest[1:] if not _is_our_flag(a)]))
   try:
     argv = _prepare(argv)
   except CommandError as e:

@@ -124,6 +124,15 @@ def test_metrics_are_rounded_in_the_console_line():
                                  'accuracy=0.443 loss=1.235e-05')
 
 
+def test_plot_draws_the_learning_curve(trained, tmp_path):
+  _, workdir = trained
+  proc = _run('plot', workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert os.path.exists(os.path.join(workdir, 'learning_curve.png'))
+  proc = _run('--mode=plot', f'--workdir={tmp_path}')   # not a run's workdir
+  assert proc.returncode == 2 and 'metrics.jsonl' in proc.stderr
+
+
 # --- the workdir knows its config --------------------------------------------
 
 
@@ -239,6 +248,14 @@ def test_eval_in_a_read_only_workdir_is_refused_before_compiling(trained,
   finally:
     for folder, _, _ in os.walk(copy):
       os.chmod(folder, stat.S_IRWXU)
+
+
+def test_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
+  from lstm_flax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  with workdir_lib.lock(str(tmp_path)):
+    proc = _run(f'--workdir={tmp_path}', *TINY, '--overwrite')
+  _one_line_error(proc, 1, f'pid {os.getpid()}')
+  assert sorted(os.listdir(tmp_path)) == ['.lock']
 
 
 def test_truncated_config_json(tmp_path):
