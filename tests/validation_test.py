@@ -9,6 +9,7 @@ import pytest
 from configs import cnn_lstm
 from configs import stacked
 from configs import vanilla
+from lstm_flax import compile_plan
 from lstm_flax import experiment
 from lstm_flax import validation
 
@@ -18,7 +19,7 @@ BAD = [
     (vanilla, 'task.out_index', 5, 'must be <= 4'),
     (vanilla, 'task.out_index', -1, 'must be >= 0'),
     (vanilla, 'task.n_features', 1, 'must be >= 2'),
-    (vanilla, 'task.name', 'sine', "known values are ['addition', 'cumsum_threshold', 'damped_sine', 'echo', 'moving_line', 'rectangles']"),
+    (vanilla, 'task.name', 'sine', "known values are ['addition', 'cumsum_threshold', 'damped_sine', 'echo', 'moving_line', 'rectangles', 'sequences', 'series']"),
     (vanilla, 'model.name', 'gru', "known values are ['cnn_lstm', 'encoder_decoder', 'lstm', 'per_step']"),
     (vanilla, 'model.name', 'cnn_lstm', "takes frames, and task 'echo' gives sequence"),
     (vanilla, 'model.layer_sizes', (), 'non-empty tuple of positive integers'),
@@ -40,7 +41,7 @@ BAD = [
     (stacked, 'task.period_max', 5, 'must be >= 10'),
     (stacked, 'task.output', 0, 'must be >= 1'),
     (cnn_lstm, 'task.size', 2, 'too small for a 2x2 conv and a 2x2 pool'),
-    (cnn_lstm, 'model.encoder_implementation', 'fft', "['conv', 'shifted_adds']"),
+    (cnn_lstm, 'model.encoder_implementation', 'fft', "['auto', 'conv', 'shifted_adds']"),
     (cnn_lstm, 'model.name', 'lstm', "takes sequence, and task 'moving_line' gives frames"),
 ]
 
@@ -52,7 +53,7 @@ def test_bad_value_names_field_value_and_valid_range(module, field, value, expec
   with config.unlocked():
     config[section][name] = value
   with pytest.raises(validation.ConfigError) as info:
-    validation.validate(config)
+    experiment.check_config(config)      # every check train.py runs
   message = str(info.value)
   assert f'config.{field}={value!r}' in message
   assert expected in message
@@ -60,7 +61,9 @@ def test_bad_value_names_field_value_and_valid_range(module, field, value, expec
 
 def test_seed_configs_are_valid():
   for module in (vanilla, stacked, cnn_lstm):
-    validation.validate(module.get_config())
+    config = module.get_config()
+    validation.validate(config)
+    experiment.check_config(config)
 
 
 def test_unknown_task_option_lists_the_generators_options():
@@ -68,7 +71,7 @@ def test_unknown_task_option_lists_the_generators_options():
   with config.unlocked():
     config.task.lenght = 5
   with pytest.raises(validation.ConfigError, match="echo takes no option 'lenght'"):
-    validation.validate(config)
+    experiment.check_config(config)
 
 
 @pytest.mark.parametrize('name,value,expected', [
@@ -83,7 +86,7 @@ def test_bad_xla_options_fail_before_any_model_compiles(section, name, value,
   with config.unlocked():
     config[section].xla_options[name] = value
   with pytest.raises(validation.ConfigError) as info:
-    validation.validate(config)
+    experiment.check_config(config)
   assert expected.replace('config.train.', f'config.{section}.') in str(info.value)
 
 
@@ -119,48 +122,73 @@ def test_optimize_for_auto_is_compile_time_for_short_runs(goal, steps, batch, se
   with config.unlocked():
     config.train.optimize_for = goal
     config.train.steps, config.train.batch_size, config.num_seeds = steps, batch, seeds
-  assert validation.optimize_for(config) == resolved
-  emitters = validation.xla_options(config, 'train', 'cpu')['xla_cpu_use_fusion_emitters']
-  assert emitters == (resolved == 'step_time')   # vanilla.py turns them on
-  # The eval program's options never depend on it.
-  assert (validation.xla_options(config, 'eval', 'cpu') ==
-          config.eval.xla_options.to_dict())
+  assert compile_plan.optimize_for(config) == resolved
+  plan = compile_plan.make_plan(config, 'cpu')
+  assert plan.goal == resolved
+  # On CPU the fusion emitters are on by default; compile_time turns them off.
+  emitters = plan.train_xla_options['xla_cpu_use_fusion_emitters']
+  assert emitters == (resolved == 'step_time')
+  assert plan.train_xla_options['xla_backend_optimization_level'] == 1
+  assert plan.batch_prng == ('threefry_unrolled' if resolved == 'step_time'
+                             else 'threefry')
+  assert plan.unroll == (0 if resolved == 'step_time' else 1)  # 0: the layer's auto
+  # The eval program's options never depend on it: the CPU eval defaults
+  # under vanilla.py's own eval.xla_options.
+  assert plan.eval_xla_options == {'xla_backend_optimization_level': 0,
+                                   'xla_cpu_use_fusion_emitters': False}
+  assert plan.run_once_xla_options == {'xla_backend_optimization_level': 0,
+                                       'xla_cpu_use_fusion_emitters': False}
 
 
-@pytest.mark.parametrize('backend,kept', [
-    ('cpu', {'xla_backend_optimization_level': 1, 'xla_cpu_use_fusion_emitters': False}),
-    ('gpu', {'xla_backend_optimization_level': 1, 'xla_gpu_autotune_level': 0}),
-    ('tpu', {'xla_backend_optimization_level': 1}),
+@pytest.mark.parametrize('backend,kept,kept_eval', [
+    ('cpu', {'xla_backend_optimization_level': 1, 'xla_cpu_use_fusion_emitters': False},
+     {'xla_backend_optimization_level': 0, 'xla_cpu_use_fusion_emitters': False}),
+    ('gpu', {'xla_gpu_autotune_level': 0}, {'xla_backend_optimization_level': 0}),
+    ('tpu', {}, {'xla_backend_optimization_level': 0}),
 ])
-def test_xla_options_of_other_backends_are_dropped(backend, kept):
+def test_xla_options_of_other_backends_are_dropped(backend, kept, kept_eval):
   """A config tuned for CPU (stacked.py turns the CPU fusion emitters off)
-  compiles unchanged on a GPU, whose compiler refuses xla_cpu_* fields."""
+  compiles unchanged on a GPU, whose compiler refuses xla_cpu_* fields; the
+  CPU defaults (compile_plan) apply on CPU only."""
   config = stacked.get_config()
   with config.unlocked():
     config.train.xla_options.xla_gpu_autotune_level = 0
-  assert validation.xla_options(config, 'train', backend) == kept
-  validation.validate(config)    # on this (CPU) machine: the GPU field is not sent
+  plan = compile_plan.make_plan(config, backend)
+  assert plan.backend == backend
+  assert plan.train_xla_options == kept
+  assert plan.eval_xla_options == kept_eval
+  assert plan.run_once_xla_options == (
+      {'xla_backend_optimization_level': 0, 'xla_cpu_use_fusion_emitters': False}
+      if backend == 'cpu' else {})
+  # The config's own options, less the other backends' fields.
+  assert compile_plan.for_backend(config.train.xla_options.to_dict(), backend) == {
+      'cpu': {'xla_cpu_use_fusion_emitters': False},
+      'gpu': {'xla_gpu_autotune_level': 0}, 'tpu': {}}[backend]
+  experiment.check_config(config)  # on this (CPU) machine: the GPU field is not sent
 
 
 def test_tunings_this_xla_lacks_are_dropped_and_misspellings_still_fail(monkeypatch):
   """jax 0.11.2's CPU compiler refuses xla_cpu_use_fusion_emitters, which
   the seed configs set: they must still run there (seen on a GPU machine's
   jax, JAX_PLATFORMS=cpu)."""
-  real = validation._xla_refusal
+  real = compile_plan._xla_refusal  # pylint: disable=protected-access
 
   def refusal(options):
     if any(name == 'xla_cpu_use_fusion_emitters' for name, _ in options):
       return "INVALID_ARGUMENT: No such compile option: 'xla_cpu_use_fusion_emitters'"
     return real(options)
 
-  monkeypatch.setattr(validation, '_xla_refusal', refusal)
+  monkeypatch.setattr(compile_plan, '_xla_refusal', refusal)
   config = stacked.get_config()
-  assert validation.xla_options(config, 'train') == {'xla_backend_optimization_level': 1}
-  validation.validate(config)
+  plan = compile_plan.make_plan(config)
+  assert plan.train_xla_options == {'xla_backend_optimization_level': 1}
+  assert plan.eval_xla_options == {'xla_backend_optimization_level': 0}
+  assert plan.run_once_xla_options == {'xla_backend_optimization_level': 0}
+  experiment.check_config(config)
   with config.unlocked():
     config.train.xla_options.xla_use_fusion_emiters = False   # not a tuning we know
   with pytest.raises(validation.ConfigError, match="'xla_use_fusion_emiters'"):
-    validation.validate(config)
+    experiment.check_config(config)
 
 
 def _config_from_command_line(*overrides, config='configs/stacked.py'):
