@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from lstm_flax import compile_plan
+from lstm_flax import memory
 from lstm_flax import models
 from lstm_flax import optim
 from lstm_flax import prng
@@ -141,6 +142,7 @@ def build(config, names: Sequence[str] = ('train', 'eval'),
   plan = compile_plan.make_plan(config)
   model = models.make_model(plan.model_config(config.model), task.num_outputs)
   tx, schedule = optim.make_optimizer(config.optimizer, config.train.steps)
+  memory.check_fits(model, task, tx, config)   # before anything compiles
   keys = run_keys(config.seed, config.eval.seed, config.num_seeds,
                   plan.unrolled_batch_keys)
   init = programs.make_init(model, task, tx)

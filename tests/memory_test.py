@@ -48,7 +48,7 @@ def test_peak_counts_values_until_their_last_use():
 @pytest.mark.parametrize('name', ['vanilla', 'stacked', 'cnn_lstm'])
 def test_seed_configs_fit_and_the_state_is_counted_exactly(name):
   model, task, tx, config = _parts(name)
-  estimate = memory.check_fits(model, task, tx, config)
+  estimate = memory.check_fits(model, task, tx, config, precise=True)
   params = jax.eval_shape(model.init, jax.random.key(0), jax.eval_shape(
       lambda: task.generate(jax.random.key(0), 1))[0])['params']
   # Adam: the parameters, two moments of the same size, a few counters.
@@ -65,13 +65,14 @@ def test_seed_configs_fit_and_the_state_is_counted_exactly(name):
 
 
 def test_seeds_and_devices_scale_what_one_device_holds():
-  one = memory.check_fits(*_parts('stacked'))
-  eight = memory.check_fits(*_parts('stacked', num_seeds=8))
+  one = memory.check_fits(*_parts('stacked'), precise=True)
+  eight = memory.check_fits(*_parts('stacked', num_seeds=8), precise=True)
   assert eight.state_bytes == 8 * one.state_bytes
   assert eight.train_step_bytes == 8 * one.train_step_bytes
   halves = memory.check_fits(*_parts('stacked', train__batch_size=64),
                              num_devices=2)
-  whole = memory.check_fits(*_parts('stacked', train__batch_size=32))
+  whole = memory.check_fits(*_parts('stacked', train__batch_size=32),
+                            precise=True)
   assert halves.batch_bytes == whole.batch_bytes
 
 
@@ -93,7 +94,7 @@ def test_sizes_that_cannot_fit_are_refused_at_once(overrides, field):
 
 def test_a_smaller_device_refuses_the_field_that_grows(monkeypatch):
   parts = _parts('cnn_lstm', eval__batch_size=10, eval__num_examples=10)
-  estimate = memory.check_fits(*parts)
+  estimate = memory.check_fits(*parts, precise=True)
   assert estimate.eval_bytes < estimate.train_step_bytes
   between = (estimate.state_bytes + estimate.batch_bytes +
              estimate.train_step_bytes) // 2   # holds state and batch only
@@ -115,3 +116,12 @@ def test_a_smaller_device_refuses_the_field_that_grows(monkeypatch):
 def test_device_memory_is_positive():
   limit, what = memory.device_memory()
   assert limit > 2**20 and what
+
+
+def test_activations_too_large_are_refused_without_asking_for_precision():
+  """Small state, small batch of inputs, huge activations: the sizes-only
+  shortcut must not wave it through."""
+  parts = _parts('stacked', model__layer_sizes=(2000,),
+                 train__batch_size=20000)
+  with pytest.raises(validation.ConfigError, match='GiB'):
+    memory.check_fits(*parts)
