@@ -589,7 +589,9 @@ def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
     return baseline_metrics(d, 'test')
 
   def in_units(a):
-    return np.asarray(a) * np.asarray(std) + np.asarray(mean)
+    """Normalised targets (W, L*K), numpy -> data units, float64."""
+    return (np.asarray(a, np.float64) * np.tile(d.target_std, horizon) +
+            np.tile(d.target_mean, horizon))
 
   def describe(x, y, p):
     return {'inputs': np.round(np.asarray(x) * d.input_std + d.input_mean,

@@ -120,6 +120,20 @@ def test_normalisation_uses_the_training_part_only(tmp_path):
       pytest.approx(0.5 * std, rel=1e-5))
   np.testing.assert_allclose(np.asarray(task.decode(jnp.asarray(test_y))),
                              100.0, rtol=1e-5)
+  example = task.describe(test_x[0], test_y[0], np.array([99.5]))
+  assert example == {'inputs': [[100.0], [100.0]], 'expected': [100.0],
+                     'predicted': [99.5]}
+
+
+def test_date_strings_as_the_time_column(tmp_path):
+  rows = [(f'2020-01-{i + 1:02d}', i % 7, i * 0.5) for i in range(30)]
+  path = write_csv(tmp_path / 'dated.csv', ('date', 'a', 'b'), rows)
+  # columns='' takes every numeric column but the time column.
+  task = task_of(path, time_column='date', input_length=3, split=(20, 25, 30))
+  assert task.held_out('test')[0].shape == (5, 3, 2)
+  with pytest.raises(ConfigError, match=r"'date'.*non-numeric value "
+                     r"'2020-01-01' at line 2"):
+    task_of(path, columns='date,a', input_length=3, split=(20, 25, 30))
 
 
 # --- baselines and metrics against hand computation ---------------------------
@@ -369,9 +383,9 @@ def test_highway_adds_a_linear_autoregression_on_the_last_steps():
 ])
 def test_dropout_only_when_training(name, options):
   x = jax.random.normal(jax.random.key(1), (3, 9, 2))
-  plain = models.MODELS[name](num_outputs=3, **options)
-  model = models.MODELS[name](num_outputs=3, dropout=0.3,
-                              recurrent_dropout=0.2, **options)
+  plain = models.make_model({'name': name, **options}, 3)
+  model = models.make_model({'name': name, 'dropout': 0.3,
+                             'recurrent_dropout': 0.2, **options}, 3)
   params = plain.init(jax.random.key(0), x)['params']
   assert (jax.tree.structure(model.init(jax.random.key(0), x)['params']) ==
           jax.tree.structure(params))
@@ -406,3 +420,19 @@ def test_model_option_checks():
 class _Config(dict):
   """A dict with attribute access, like a ConfigDict."""
   __getattr__ = dict.__getitem__
+
+
+@pytest.mark.skipif(importlib.util.find_spec('matplotlib') is None,
+                    reason='needs the plot extra (matplotlib)')
+def test_figure_of_the_test_part(index_csv, tmp_path):
+  task = task_of(index_csv, columns='idx,wave', targets='wave',
+                 time_column='year', input_length=4, output_length=2,
+                 split=(30, 45, 60))
+  test_x, test_y = task.held_out('test')
+  predictions = np.asarray(task.decode(jnp.asarray(test_y)))
+  path = task.figure(str(tmp_path), test_x, test_y, predictions)
+  assert path.endswith('forecast.png') and os.path.getsize(path) > 0
+  # Windows that are not the test part's first: drawn without baselines.
+  os.remove(path)
+  assert os.path.getsize(task.figure(str(tmp_path), test_x[1:3], test_y[1:3],
+                                     predictions[1:3])) > 0
