@@ -57,11 +57,14 @@ class Estimate:
     return max(0, self.train_step_bytes - self.state_bytes - self.batch_bytes)
 
   def __str__(self):
+    sizes = (f'state {_gib(self.state_bytes)}, batch '
+             f'{_gib(self.batch_bytes)}')
+    if not self.train_step_bytes:   # check_fits skipped the step's trace
+      return (f'{sizes}: far below the {_gib(self.limit_bytes)} of '
+              f'{self.device}')
     return (f'about {_gib(max(self.train_step_bytes, self.eval_bytes))} of '
-            f'{_gib(self.limit_bytes)} ({self.device}): state '
-            f'{_gib(self.state_bytes)}, batch {_gib(self.batch_bytes)}, '
-            f'activations {_gib(self.activation_bytes)}, eval '
-            f'{_gib(self.eval_bytes)}')
+            f'{_gib(self.limit_bytes)} ({self.device}): {sizes}, activations '
+            f'{_gib(self.activation_bytes)}, eval {_gib(self.eval_bytes)}')
 
 
 def _gib(n: int) -> str:
