@@ -250,6 +250,19 @@ def test_eval_in_a_read_only_workdir_is_refused_before_compiling(trained,
       os.chmod(folder, stat.S_IRWXU)
 
 
+@pytest.mark.parametrize('args,field', [
+    (['--config.model.layer_sizes=(1000000,)'], 'config.model.layer_sizes'),
+    (['--config.train.batch_size=1000000000'], 'config.train.batch_size'),
+    (['--config.eval.batch_size=1000000000',
+      '--config.eval.num_examples=1000000000'], 'config.eval.batch_size'),
+])
+def test_sizes_that_cannot_fit_are_refused_before_compiling(tmp_path, args,
+                                                            field):
+  proc = _run(f'--workdir={tmp_path}', *args, timeout=120)
+  _one_line_error(proc, 2, 'GiB', f'lower {field}')
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
 def test_a_workdir_in_use_is_refused_naming_the_holder(tmp_path):
   from lstm_flax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   with workdir_lib.lock(str(tmp_path)):
