@@ -298,19 +298,7 @@ def check_model_config(model_config, task_config, input_kind,
   options = dict(model_config)
   name = options.pop('name')
   v.choice('model.name', name, MODELS)
-  wanted = MODEL_INPUTS[name]
-  if input_kind != wanted:
-    v._fail('model.name', name,  # pylint: disable=protected-access
-            f'it takes {wanted}, and task {task_config.name!r} gives '
-            f'{input_kind}; use one of '
-            f'{sorted(m for m, k in MODEL_INPUTS.items() if k == input_kind)}')
-  if MODEL_OUTPUTS[name] != output_kind:
-    fitting = sorted(m for m in MODELS if MODEL_OUTPUTS[m] == output_kind
-                     and MODEL_INPUTS[m] == input_kind)
-    v._fail('model.name', name,  # pylint: disable=protected-access
-            f'it returns {_OUTPUT_SHAPES[MODEL_OUTPUTS[name]]}, and task '
-            f'{task_config.name!r} needs {_OUTPUT_SHAPES[output_kind]}; use one'
-            f' of {fitting}')
+  _check_fits_task(name, task_config, input_kind, output_kind)
   accepted = config_fields(MODELS[name])
   for key in options:
     if key not in accepted:
@@ -321,8 +309,31 @@ def check_model_config(model_config, task_config, input_kind,
   if (not isinstance(sizes, (tuple, list)) or not sizes or
       not all(isinstance(u, int) and not isinstance(u, bool) and u > 0
               for u in sizes)):
-    v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
-            'must be a non-empty tuple of positive integers, e.g. (20, 20)')
+    v.fail('model.layer_sizes', sizes,
+           'must be a non-empty tuple of positive integers, e.g. (20, 20)')
+  _check_recurrent_options(options)
+  _MODEL_CHECKS.get(name, lambda *a: None)(options, task_config, output_steps)
+
+
+def _check_fits_task(name, task_config, input_kind, output_kind):
+  """The model takes the task's inputs and returns what its targets need."""
+  wanted = MODEL_INPUTS[name]
+  if input_kind != wanted:
+    v.fail('model.name', name,
+           f'it takes {wanted}, and task {task_config.name!r} gives '
+           f'{input_kind}; use one of '
+           f'{sorted(m for m, k in MODEL_INPUTS.items() if k == input_kind)}')
+  if MODEL_OUTPUTS[name] != output_kind:
+    fitting = sorted(m for m in MODELS if MODEL_OUTPUTS[m] == output_kind
+                     and MODEL_INPUTS[m] == input_kind)
+    v.fail('model.name', name,
+           f'it returns {_OUTPUT_SHAPES[MODEL_OUTPUTS[name]]}, and task '
+           f'{task_config.name!r} needs {_OUTPUT_SHAPES[output_kind]}; use one'
+           f' of {fitting}')
+
+
+def _check_recurrent_options(options):
+  """The ``RecurrentOptions`` fields of a model config."""
   v.integer('model.unroll', options.get('unroll', 0), 0)
   v.choice('model.input_projection', options.get('input_projection', 'auto'),
            ('auto', 'hoisted', 'in_scan'))
@@ -334,44 +345,60 @@ def check_model_config(model_config, task_config, input_kind,
     rate = options.get(field, 0.0)
     v.number(f'model.{field}', rate, 0)
     if rate >= 1:
-      v._fail(f'model.{field}', rate, 'must be in [0, 1)')  # pylint: disable=protected-access
-  if name == 'lstm':
-    highway = options.get('highway', 0)
-    v.integer('model.highway', highway, 0)
-    steps = dict(task_config).get('input_length')
-    if isinstance(steps, int) and highway > steps:
-      v._fail('model.highway', highway,  # pylint: disable=protected-access
-              f'must be <= task.input_length={steps} (the steps it reads)')
-  if name == 'encoder_decoder':
-    if len(sizes) < 2:
-      v._fail('model.layer_sizes', sizes,  # pylint: disable=protected-access
-              'encoder_decoder needs encoder and decoder sizes, e.g. (75, 50)')
-    v.integer('model.encoder_depth', options.get('encoder_depth', 1), 1,
-              len(sizes) - 1)
-    if options.get('output_steps', 2) != output_steps:
-      v._fail('model.output_steps', options.get('output_steps', 2),  # pylint: disable=protected-access
-              f'must equal the target length of task {task_config.name!r}, '
-              f'{output_steps}')
-  if name == 'per_step':
-    v.choice('model.merge_mode', options.get('merge_mode', 'concat'),
-             MERGE_MODES)
-    v.choice('model.cell', options.get('cell', 'lstm'), RECURRENT_LAYERS)
-    if not isinstance(options.get('bidirectional', True), bool):
-      v._fail('model.bidirectional', options['bidirectional'],  # pylint: disable=protected-access
-              'must be True or False')
-  if name == 'cnn_lstm':
-    k, p = options.get('kernel_size', 2), options.get('pool_size', 2)
-    v.integer('model.conv_features', options.get('conv_features', 2), 1)
-    v.integer('model.kernel_size', k, 1)
-    v.integer('model.pool_size', p, 1)
-    v.choice('model.encoder_implementation',
-             options.get('encoder_implementation', 'auto'),
-             ('auto', 'shifted_adds', 'conv'))
-    size = dict(task_config).get('size', 50)
-    if pooled_size(size, k, p) < 1:
-      v._fail('task.size', size,  # pylint: disable=protected-access
-              f'the image is too small for a {k}x{k} conv and a {p}x{p} pool:'
-              f' it needs size >= {k + p - 1}')
+      v.fail(f'model.{field}', rate, 'must be in [0, 1)')
+
+
+def _check_lstm(options, task_config, output_steps):
+  del output_steps
+  highway = options.get('highway', 0)
+  v.integer('model.highway', highway, 0)
+  steps = dict(task_config).get('input_length')
+  if isinstance(steps, int) and highway > steps:
+    v.fail('model.highway', highway,
+           f'must be <= task.input_length={steps} (the steps it reads)')
+
+
+def _check_encoder_decoder(options, task_config, output_steps):
+  sizes = options['layer_sizes']
+  if len(sizes) < 2:
+    v.fail('model.layer_sizes', sizes,
+           'encoder_decoder needs encoder and decoder sizes, e.g. (75, 50)')
+  v.integer('model.encoder_depth', options.get('encoder_depth', 1), 1,
+            len(sizes) - 1)
+  if options.get('output_steps', 2) != output_steps:
+    v.fail('model.output_steps', options.get('output_steps', 2),
+           f'must equal the target length of task {task_config.name!r}, '
+           f'{output_steps}')
+
+
+def _check_per_step(options, task_config, output_steps):
+  del task_config, output_steps
+  v.choice('model.merge_mode', options.get('merge_mode', 'concat'),
+           MERGE_MODES)
+  v.choice('model.cell', options.get('cell', 'lstm'), RECURRENT_LAYERS)
+  if not isinstance(options.get('bidirectional', True), bool):
+    v.fail('model.bidirectional', options['bidirectional'],
+           'must be True or False')
+
+
+def _check_cnn_lstm(options, task_config, output_steps):
+  del output_steps
+  k, p = options.get('kernel_size', 2), options.get('pool_size', 2)
+  v.integer('model.conv_features', options.get('conv_features', 2), 1)
+  v.integer('model.kernel_size', k, 1)
+  v.integer('model.pool_size', p, 1)
+  v.choice('model.encoder_implementation',
+           options.get('encoder_implementation', 'auto'),
+           ('auto', 'shifted_adds', 'conv'))
+  size = dict(task_config).get('size', 50)
+  if pooled_size(size, k, p) < 1:
+    v.fail('task.size', size,
+           f'the image is too small for a {k}x{k} conv and a {p}x{p} pool:'
+           f' it needs size >= {k + p - 1}')
+
+
+_MODEL_CHECKS = {'lstm': _check_lstm, 'encoder_decoder': _check_encoder_decoder,
+                 'per_step': _check_per_step, 'cnn_lstm': _check_cnn_lstm}
 
 
 def config_fields(model_class) -> set:
