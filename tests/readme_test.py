@@ -7,6 +7,7 @@ messages exactly, numbers within the tolerances in TOLERANCES.  The interop
 snippets of docs/interop.md are run by tests/interop_test.py.
 """
 
+import ast
 import dataclasses
 import json
 import math
@@ -198,11 +199,13 @@ def test_lstm_layer_signature_in_docs():
   assert 'units' in defaults
   for name, value in keywords:
     assert name in defaults, name
-    assert defaults[name] == eval(value), (name, value, defaults[name])  # pylint: disable=eval-used
+    default = ast.literal_eval(value)
+    assert defaults[name] == default, (name, value, defaults[name])
 
 
 @pytest.mark.parametrize('quoted,printed,ok', [
-    ('step 100/2000  loss 2.294  ...', 'I0 x.py:1] step 100/2000  loss 2.3  lr', True),
+    ('step 100/2000  loss 2.294  ...',
+     'I0 x.py:1] step 100/2000  loss 2.3  lr', True),
     ('step 100/2000  loss 2.294  ...', 'step 100/2000  loss 2.6  lr', False),
     ('step 100/2000  loss 2.294  ...', 'step 200/2000  loss 2.294  lr', False),
     ('step 100/2000  loss 2.294  ...',

@@ -88,8 +88,8 @@ def test_blocks_and_page_from_fake_records(tmp_path):
   assert report.command('vanilla', 5) in page
   assert '## Figures' not in page          # no figure was copied
   table = report.experiments_block(records)
-  assert '| `vanilla` | accuracy | 0.453 | 0.443–0.463 | 0.439–0.496 | 0–4 |' \
-      in table
+  assert ('| `vanilla` | accuracy | 0.453 | 0.443–0.463 | 0.439–0.496 | '
+          '0–4 |') in table
 
 
 def test_paired_line_counts_seeds_ahead():
@@ -100,6 +100,19 @@ def test_paired_line_counts_seeds_ahead():
                             'accuracy')
   assert 'ahead of `bidirectional:forward` on accuracy on 1 of 3 seeds, ' \
       'level on 1' in line
+
+
+def test_baselines_beside_the_model():
+  record = fake_record('sunspots', [250.0, 220.0, 350.0], metric='mse')
+  record['results']['eval_ensemble'] = {'mse': 240.0, 'mae': 11.0}
+  record['results']['baselines'] = {
+      'linear_ar': {'mse': 260.0, 'mae': 12.0, 'mase': 0.5},
+      'persistence': {'mse': 400.0, 'mae': 15.0, 'mase': 0.7}}
+  text = report.experiments_block({'sunspots': record})
+  assert '| `sunspots`, median of 3 seeds | 250.0 | – | – |' in text
+  assert '| `sunspots`, ensemble of the seeds | 240.0 | 11.0 | – |' in text
+  assert '| baseline: linear ar | 260.0 | 12.0 | 0.5 |' in text
+  assert '| baseline: persistence | 400.0 | 15.0 | 0.7 |' in text
 
 
 def test_rewrite_block_is_idempotent_and_keeps_the_rest():
@@ -130,9 +143,9 @@ def test_fresh_workdir_refuses_a_foreign_directory(tmp_path):
   with pytest.raises(ValueError, match='holds no run'):
     report.fresh_workdir(str(tmp_path), 'vanilla')
   (tmp_path / 'stacked').mkdir()
-  (tmp_path / 'stacked' / 'results.json').write_text('{}')
+  (tmp_path / 'stacked' / 'train.log').write_text('')
   path = report.fresh_workdir(str(tmp_path), 'stacked')
-  assert os.listdir(path) == []
+  assert os.listdir(path) == ['train.log']   # the report's mark
 
 
 def test_report_command_tiny_real_run(tmp_path):
