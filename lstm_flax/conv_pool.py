@@ -21,9 +21,8 @@ cotangent masked by ReLU, ``dkernel[di, dj, ch, f]`` is the sum of g times the
 input each pooled cell's winning window read through that tap, and ``dbias[f]``
 the sum of g.  All of these sums are one variadic ``lax.reduce``, so XLA reads
 the frames once for the whole gradient; autodiff of the forward instead made
-one pass over the frames per tap and filter plus select chains for the pool,
-and the encoder's forward + backward took 43 ms per batch of 32 x 50 frames
-against 11 ms now (2-core CPU).  The inputs' cotangent, which training never
+one pass over the frames per tap and filter plus select chains for the pool
+(docs/performance.md has the timings).  The inputs' cotangent, which training never
 asks for, is computed (by autodiff of the same formulation) only when the
 inputs are differentiated.
 """

@@ -7,8 +7,7 @@ into ``workdir``, returning its path.
 import os
 
 # Figures are made with matplotlib's object API, not pyplot: no global figure
-# manager or GUI backend to set up (importing matplotlib.figure took
-# 0.38-0.51 s here, matplotlib.pyplot 0.84 s: part of every run's start).
+# manager or GUI backend to set up, and a faster import.
 from matplotlib.figure import Figure
 import numpy as np
 
@@ -31,8 +30,8 @@ def forecast_figure(workdir, inputs, targets, predictions):
     ax.grid(alpha=0.3)
   axes[0, 0].legend(loc='upper right', fontsize=8)
   axes[-1, 0].set_xlabel('time step i')
-  # Fixed margins: tight_layout measured every text box and took ~40% of the
-  # figure's 0.6-0.9 s (part of every stacked.py run).
+  # Fixed margins: tight_layout measures every text box, a large share of
+  # drawing the figure.
   height = 2.2 * n   # inches: room for the x label below, a title above
   fig.subplots_adjust(left=0.09, right=0.98, bottom=0.5 / height,
                       top=1 - 0.3 / height, hspace=0.35)

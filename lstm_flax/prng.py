@@ -8,18 +8,16 @@ Threefry hash as a 5-iteration while loop, to keep programs small; a train
 step that draws its batch on the device hashes 5 times (fold_in of the step,
 of each example, randint's split and two draws), and each loop iteration is
 its own handful of kernel launches.  Written out as 20 rounds of adds,
-rotates and xors it becomes one fused kernel: the echo step at batch 1 went
-from 42 to 28-31 us.
+rotates and xors it becomes one fused kernel, a clearly faster step for
+small models.
 
 Straight-line code is not always the cheaper program: it costs more to
 compile, and where XLA fuses a hash into an elementwise consumer it is
-recomputed per element (the stacked model's damped sines: each example's
-decay hash is fused into all 55 of its values).  Compiling the stacked train
-program took 1.12 s with JAX's loop and 1.49 s unrolled (medians of 3;
-its steps within noise), echo's 0.86 s against 0.76 s (steps 58 vs 57 us):
-so runs compiled for compile time (``config.train.optimize_for``) and
-programs that run once (init, eval) use JAX's keys, and only train programs
-compiled for step time use these.
+recomputed per element (the stacked model's damped sines).  So runs compiled
+for compile time (``config.train.optimize_for``, resolved in
+``compile_plan.py``) and programs that run once (init, eval) use JAX's keys,
+and only train programs compiled for step time use these
+(docs/performance.md has the measurements).
 
 Keys are made with :func:`key`; ``jax.random.*`` accepts them like any key.
 """
@@ -105,7 +103,7 @@ def keys_on_host(seeds, *folds: int, unrolled: bool = True) -> jax.Array:
 
   Computed with numpy and wrapped as typed keys of ``seeds``' shape: the same
   keys as with ``jax.random``, without the XLA programs its eager calls
-  compile (0.3-0.7 s of a run's start-up).  Seeds and folds are integers in
+  compile at a run's start.  Seeds and folds are integers in
   [0, 2**32).  ``unrolled``: keys of ``UNROLLED_THREEFRY``, else of JAX's
   default implementation (the same bits either way; the module docstring
   says when each compiles to the cheaper program).

@@ -18,7 +18,6 @@ from typing import Callable
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import optax
 
 from lstm_flax import sharding as sharding_lib
 from lstm_flax import tasks
@@ -57,9 +56,15 @@ def make_train_step(task: tasks.Task, batch_size: int, sharding=None):
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return (state.apply_gradients(grads=grads),
-            {'loss': loss, 'grad_norm': optax.global_norm(grads)})
+            {'loss': loss, 'grad_norm': global_norm(grads)})
 
   return train_step
+
+
+def global_norm(tree) -> jax.Array:
+  """The L2 norm of every array of ``tree`` together."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x))
+                      for x in jax.tree_util.tree_leaves(tree)))
 
 
 def make_train_chunk(train_step, steps_per_call: int):
