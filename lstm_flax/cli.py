@@ -238,8 +238,9 @@ def _workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with, from its config.json."""
   try:
     config = workdir_lib.load_config(workdir)
-  except (OSError, ValueError, TypeError, KeyError,
-          workdir_lib.WorkdirError) as e:
+  except workdir_lib.WorkdirError as e:   # a sentence of its own
+    raise CommandError(str(e)) from e
+  except (OSError, ValueError, TypeError, KeyError) as e:
     message = _os_error(e) if isinstance(e, OSError) else str(e)
     raise CommandError(f'cannot use {os.path.join(workdir, "config.json")}: '
                        f'{message}') from e
@@ -523,7 +524,9 @@ def _model_differences(config, workdir: str) -> List[str]:
     return []   # a workdir of older code: nothing to compare with
   try:
     return list(workdir_lib.model_differences(config, workdir))
-  except (OSError, ValueError, TypeError, workdir_lib.WorkdirError) as e:
+  except workdir_lib.WorkdirError as e:   # a sentence of its own
+    raise CommandError(str(e)) from e
+  except (OSError, ValueError, TypeError) as e:
     message = _os_error(e) if isinstance(e, OSError) else str(e)
     raise CommandError(f'cannot use {os.path.join(workdir, "config.json")}: '
                        f'{message}') from e
