@@ -63,5 +63,6 @@ def get_config():
   c.train.steps_per_call = 250
   c.eval.every_steps = 250           # validation MSE picks the best checkpoint
   c.eval.best_metric = 'mse'
+  c.eval.final_from_best = True       # the test years score the best checkpoint
   c.eval.figure_examples = 48        # every test year (48 windows)
   return c.lock()

@@ -35,6 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.layer_schedule = 'wavefront'  # stacked fused LSTMs: 'wavefront' (one
                                    # loop; layer l runs step t - l while layer 0
                                    # runs step t) or 'layerwise' (a loop per layer)
+  c.model.dropout = 0.0            # every LSTM layer's input dropout (training only)
+  c.model.recurrent_dropout = 0.0  # every LSTM layer's recurrent dropout
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'        # 'adam', 'adamw' or 'sgd'
@@ -78,5 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.every_steps = 0           # validate every N steps during training (0: never)
   c.eval.best_metric = 'loss'      # the validation metric that picks best/
   c.eval.best_mode = 'min'         # 'min' or 'max': which way is better
+  c.eval.final_from_best = False   # True: the final held-out eval scores the
+                                   # best checkpoint, not the last state
   c.eval.xla_options = ml_collections.ConfigDict()  # as train.xla_options
   return c

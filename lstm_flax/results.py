@@ -59,6 +59,9 @@ def training_results(exp, final: evaluation.Evaluation, log,
     })
   if log.best is not None:
     results['best'] = log.best
+  results['eval_checkpoint'] = (
+      f"best (step {log.best['step']})" if config.eval.final_from_best and
+      log.best is not None else 'final')
   if final.report is not None:
     results['report'] = final.report
   if exp.task.baselines is not None:

@@ -45,6 +45,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       log = train_log.TrainLog(exp, writer, workdir, step)
       state, step = train(exp, state, step, log, ckpt, signals)
       stop_if_interrupted(signals, step, workdir)
+      if config.eval.final_from_best and log.best is not None:
+        state = restore_best(exp, ckpt, log.best['step'])
       final = final_eval(exp, state, workdir, writer)
       stop_if_interrupted(signals, step, workdir)
     results = results_lib.training_results(exp, final, log, start)
@@ -111,6 +113,20 @@ def restore_or_init(exp, workdir: str):
   if runtime.is_writer():
     workdir_lib.trim_metrics(os.path.join(workdir, 'metrics.jsonl'), step)
   return state, step
+
+
+def restore_best(exp, ckpt, step: int):
+  """The best checkpoint (by validation), for the final eval."""
+  ckpt.wait()
+  restored, _, _ = checkpoints.restore_newest_readable(
+      checkpoints.directory(ckpt.workdir, 'best'), checkpoints_target(exp),
+      step)
+  if restored is None:
+    raise runtime.TrainingError(
+        f'the best checkpoint (step {step}) in '
+        f'{checkpoints.directory(ckpt.workdir, "best")} could not be read')
+  logging.info('final eval on the best checkpoint, step %d', step)
+  return exp.abstract_state.replace(**restored)
 
 
 def checkpoints_target(exp):

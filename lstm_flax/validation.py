@@ -120,6 +120,12 @@ def validate(config):
   if not isinstance(ev.best_metric, str) or not ev.best_metric:
     _fail('eval.best_metric', ev.best_metric, "must name a metric, e.g. 'loss'")
   choice('eval.best_mode', ev.best_mode, ('min', 'max'))
+  if not isinstance(ev.final_from_best, bool):
+    _fail('eval.final_from_best', ev.final_from_best, 'must be True or False')
+  if ev.final_from_best and not ev.every_steps:
+    _fail('eval.final_from_best', ev.final_from_best,
+          'needs config.eval.every_steps > 0 (the best checkpoint comes from '
+          'validation during training)')
 
 
 def check_batch_divides_devices(config, num_devices=None):

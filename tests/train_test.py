@@ -399,3 +399,19 @@ def test_an_update_that_overflows_the_parameters_saves_nothing(tmp_path):
          optimizer=dict(learning_rate=1e39))
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints' / '1')
   assert not (tmp_path / 'w' / 'results.json').exists()
+
+
+def test_final_eval_from_the_best_checkpoint_when_asked(tmp_path):
+  from lstm_flax import inference  # pylint: disable=g-import-not-at-top
+  results, workdir = _run(tmp_path, 'w', train=dict(
+      steps=12, steps_per_call=4, batch_size=4, log_every=4),
+                          eval=dict(every_steps=4, final_from_best=True))
+  best = results['best']['step']
+  assert results['eval_checkpoint'] == f'best (step {best})'
+  config = _tiny(stacked, steps=12, steps_per_call=4, batch_size=4)
+  with config.unlocked():
+    config.eval.num_examples, config.eval.batch_size = 20, 10
+    config.eval.figure_examples = 0
+  again = inference.evaluate_checkpoint(config, str(workdir), 'best')
+  assert again['step'] == best
+  assert again['eval']['mae'] == pytest.approx(results['eval']['mae'], rel=1e-6)
