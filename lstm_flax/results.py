@@ -82,7 +82,7 @@ def draw_figure(exp, state, workdir: str, kept=None):
   if not n or exp.task.figure is None or not runtime.is_writer():
     return None
   try:
-    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    import matplotlib  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     logging.info('matplotlib is not installed: figure skipped '
                  "(pip install -e '.[plot]' to draw it)")

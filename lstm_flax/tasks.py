@@ -336,7 +336,7 @@ def _rectangles_report(mode):
     k = eval_config.figure_examples
     if k:
       try:
-        import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+        import matplotlib  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
       except ImportError:
         logging.info('matplotlib is not installed: figure skipped '
                      "(pip install -e '.[plot]' to draw it)")

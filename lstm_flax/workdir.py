@@ -23,7 +23,6 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from lstm_flax import checkpoints
 from lstm_flax import config_base
 
 

@@ -269,7 +269,7 @@ def test_learning_curve_plot_and_tensorboard_events(tmp_path):
   assert (tmp_path / 'learning_curve.png').stat().st_size > 5000
   assert plot.main(['plot', str(tmp_path / 'nothing')]) == 2
   try:
-    import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorboardX  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     pass
   else:

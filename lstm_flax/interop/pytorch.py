@@ -94,7 +94,7 @@ def _torch_rnn_layers(state_dict: Mapping[str, Any], prefix: str, gates: int, ki
                            f'(found {num_layers} layer(s)'
                            f'{", bidirectional" if bidirectional else ""}){extra}')
       a = {k: to_numpy(v) for k, v in got.items()}
-      key = lambda n: f'{prefix}{n}_l{layer}{suffix}'  # pylint: disable=cell-var-from-loop
+      key = lambda n, layer=layer, suffix=suffix: f'{prefix}{n}_l{layer}{suffix}'
       if hidden is None:
         w = a['weight_hh']
         if w.ndim != 2 or w.shape[0] != gates * w.shape[1]:
