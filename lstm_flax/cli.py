@@ -76,6 +76,11 @@ _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', 'latest',
     'eval/predict: which checkpoint of the workdir: latest, best (by '
     'config.eval.best_metric) or a step number.')
+_INIT_FROM = flags.DEFINE_string(
+    'init_from', None,
+    'train: start a new run from these parameters: another workdir (its '
+    'newest checkpoint) or a Keras (.keras/.h5) or PyTorch (.pt) file; a '
+    'fresh optimizer.  Same as --config.train.init_from=PATH.')
 _PREDICT_OUT = flags.DEFINE_string(
     'predict_out', None, 'predict: also write the predictions to this JSON '
     'file (its directory must exist).')
@@ -415,7 +420,8 @@ def _prepare(argv: List[str]) -> List[str]:
     raise CommandError(f'no such config field: {e}') from e
   FLAGS['config'].default_as_str = repr(DEFAULT_CONFIG)  # not the whole dict
   _CONFIG_SOURCE.update(given=spec, source=source)
-  for name in ('config', 'workdir', 'mode', 'checkpoint', 'predict_out',
+  for name in ('config', 'workdir', 'mode', 'checkpoint', 'init_from',
+               'predict_out',
                'overwrite', 'compilation_cache_dir', 'coordinator_address',
                'num_processes', 'process_id', 'distributed'):
     # absl's --help shows the main module's key flags: make these ours.
@@ -563,6 +569,16 @@ def _runtime():
   return runtime
 
 
+def _warm_start():
+  from lstm_flax import warm_start  # pylint: disable=g-import-not-at-top
+  return warm_start
+
+
+def _checkpoints():
+  from lstm_flax import checkpoints  # pylint: disable=g-import-not-at-top
+  return checkpoints
+
+
 def _check_workdir(config, workdir: str, overwrite: bool):
   """workdir.check_workdir holding the workdir's lock: a run that holds it
   is refused (naming its pid) before --overwrite could delete its files.
@@ -598,16 +614,18 @@ def _train(config):
     return
   logging.info('workdir: %s', workdir)
   try:
-    if jax.process_count() > 1 and _OVERWRITE.value:
-      # One process clears the workdir; the others wait for it.
-      if jax.process_index() == 0:
-        _check_workdir(config, workdir, True)
-      multihost_utils.sync_global_devices('lstm_flax: workdir checked')
-    else:
+    # Process 0 checks (and with --overwrite clears) the shared workdir; the
+    # others wait for it.
+    if jax.process_index() == 0:
       _check_workdir(config, workdir, _OVERWRITE.value)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('lstm_flax: workdir checked')
     results = _train_and_evaluate(config, workdir)
   except (runtime.TrainingError, workdir_lib.WorkdirError) as e:
     _fail(str(e), 1)
+  except (_warm_start().WarmStartError,
+          _checkpoints().CheckpointMismatchError) as e:
+    _fail(str(e), 2)
   except json.JSONDecodeError as e:
     _fail(f'{workdir} holds a file that is not valid JSON (truncated?): {e}; '
           f'use another --workdir, or --overwrite to start anew', 1)
@@ -646,9 +664,14 @@ def _evaluate_or_predict(config, mode: str):
                          f'eval.json there (copy the workdir somewhere '
                          f'writable)')
     try:
-      result = _evaluate_checkpoint(config, workdir, checkpoint)
+      with workdir_lib.lock(workdir):   # eval.json: one writer at a time
+        result = _evaluate_checkpoint(config, workdir, checkpoint)
     except OSError as e:
       _fail(_os_error(e), 1)
+    except workdir_lib.WorkdirError as e:
+      _fail(str(e), 1)
+    except _checkpoints().CheckpointMismatchError as e:
+      _fail(str(e), 2)
     print(f"{result['config']} step {result['step']}: eval "
           f"{format_metrics(result['eval'])} -> "
           f"{os.path.join(workdir, 'eval.json')}")
@@ -660,6 +683,8 @@ def _evaluate_or_predict(config, mode: str):
     predictions = _predict_from_checkpoint(config, workdir, checkpoint)
   except OSError as e:
     _fail(_os_error(e), 1)
+  except _checkpoints().CheckpointMismatchError as e:
+    _fail(str(e), 2)
   for p in predictions:
     print('  '.join(f'{k}: {v}' for k, v in p.items()))
   if out:
@@ -825,8 +850,10 @@ def main(argv):
         raise CommandError('plot needs --workdir=DIR (or: lstm-flax plot DIR '
                            '[DIR ...])')
       sys.exit(_plot([_WORKDIR.value]))
+    if _INIT_FROM.value:
+      config.train.init_from = _INIT_FROM.value
+    _initialize_distributed()   # before anything touches a device
     _check_config(config)
-    _initialize_distributed()
     if _CACHE_DIR.value:
       import jax  # pylint: disable=g-import-not-at-top
       jax.config.update('jax_compilation_cache_dir', _CACHE_DIR.value)

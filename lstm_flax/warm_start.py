@@ -28,7 +28,10 @@ def from_path(exp, state, path: str):
     params = _from_workdir(path)
   elif os.path.isfile(path):
     from lstm_flax import interop  # pylint: disable=g-import-not-at-top
-    params = interop.params_from_file(path, target)
+    try:
+      params = interop.params_from_file(path, target)
+    except ValueError as e:
+      raise WarmStartError(f'config.train.init_from: {e}') from e
   else:
     raise WarmStartError(f'config.train.init_from={path!r}: no such file or '
                          f'directory (a workdir, a .keras/.h5 or a .pt file)')
