@@ -2,7 +2,8 @@
 
   python -m lstm_flax.report [--configs=vanilla,stacked] [--num_seeds=N]
       [--out=docs/results.md] [--readme=README.md]
-      [--experiments=docs/experiments.md] [--override=train.steps=50]
+      [--experiments=docs/experiments.md] [--runs_dir=DIR]
+      [--override=train.steps=50] [--notrain] [--note=TEXT]
 
 Trains each packaged config of ``EXPERIMENTS`` once with
 ``--config.num_seeds=N`` (every seed in one process, a fresh workdir under
@@ -14,8 +15,10 @@ between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in the
 README and docs/experiments.md.  With ``--configs``, the other configs' rows
 come from the runs kept in ``--runs_dir`` by earlier calls, if any.
 
-Running (``run_experiment``) and formatting (the ``format_*`` and
-``*_block`` functions, pure: a results dict in, text out) are separate.
+Running (``run_experiment``, ``copy_figures``) and formatting (``fmt*``,
+``*_table``, ``*_block``, ``results_markdown``: pure, records in, text out)
+are separate; a record is ``{spec, command, wall_seconds, results}`` with
+``results`` the run's results.json.
 """
 
 import dataclasses
@@ -100,6 +103,7 @@ EXPERIMENTS = (
                requires='statsmodels'),
 )
 BY_SPEC = {e.spec: e for e in EXPERIMENTS}
+BASELINE_NAMES = {'linear_ar': 'linear AR', 'seasonal_naive': 'seasonal naive'}
 UNITS = {'completed_right_angle_error_deg': '°',
          'generated_right_angle_error_deg': '°'}
 LEARNING_CURVE_FROM = 'stacked'   # whose metrics.jsonl draws learning_curve.png
@@ -232,7 +236,7 @@ def baseline_rows(experiment: Experiment, results: dict) -> List[List[str]]:
   """A file task's baselines on the same test windows, same metrics."""
   rows = []
   for name, metrics in sorted((results.get('baselines') or {}).items()):
-    rows.append([f'baseline: {name.replace("_", " ")}'] + [
+    rows.append([f'baseline: {BASELINE_NAMES.get(name, name)}'] + [
         fmt(metrics[key]) if key in metrics else '–'
         for key, _ in experiment.metrics])
   return rows
@@ -435,8 +439,9 @@ def results_markdown(records: Dict[str, dict], env: dict,
       lines += [config_section(e, records[e.spec]), '']
   figures = figure_lines(records, figures_dir)
   if figures:
-    lines += ['## Figures', '', 'Replica 0 (the config\'s own seed) of the '
-              'runs above; each caption is the command that drew it.', '',
+    lines += ['## Figures', '', 'From the runs above; the held-out '
+              'examples are replica 0\'s (the config\'s own seed).  Each '
+              'caption is the command that drew it.', '',
               *figures]
   return '\n'.join(lines).rstrip() + '\n'
 

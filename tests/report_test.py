@@ -111,7 +111,7 @@ def test_baselines_beside_the_model():
   text = report.experiments_block({'sunspots': record})
   assert '| `sunspots`, median of 3 seeds | 250.0 | – | – |' in text
   assert '| `sunspots`, ensemble of the seeds | 240.0 | 11.0 | – |' in text
-  assert '| baseline: linear ar | 260.0 | 12.0 | 0.5 |' in text
+  assert '| baseline: linear AR | 260.0 | 12.0 | 0.5 |' in text
   assert '| baseline: persistence | 400.0 | 15.0 | 0.7 |' in text
 
 
