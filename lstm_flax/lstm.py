@@ -32,8 +32,9 @@ order), ``seq_lengths`` (right-padded batches), and Keras-style ``dropout`` /
 gates, drawn from the ``'dropout'`` rng stream).
 
 The LSTM's loop runs through ``recurrence.lstm_recurrence`` (a hand-written
-gradient) with ``recurrence='fused'``, or ``'auto'`` (the default) for
-sequences too long to unroll fully; padded batches, recurrent dropout, the
+gradient; forward-mode autodiff: see ``LSTM.recurrence``) with
+``recurrence='fused'``, or ``'auto'`` (the default) for sequences too long
+to unroll fully; padded batches, recurrent dropout, the
 GRU and ``recurrence='scan'`` use ``nn.scan`` over the cells below.  ``lstm_stack_wavefront`` runs a stack of LSTM layers as one loop.
 """
 
@@ -433,6 +434,15 @@ class LSTM(_Recurrent):
       (fused unless fully unrolled, see ``use_fused_recurrence``).  Same
       results; padded batches (``seq_lengths``) and recurrent dropout always
       scan.
+      Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``, also under
+      ``jax.jit`` / ``jax.vmap``) works with every setting: the fused loop's
+      hand-written gradient is reverse-mode only, so under forward mode it
+      runs with JAX's own derivative.  Two cases cannot be detected and
+      raise JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp
+      function" with 'fused'/'auto': ``jax.jvp(jax.jit(f), ...)`` (write
+      ``jax.jit(lambda x, t: jax.jvp(f, (x,), (t,)))`` instead) and calling
+      the function ``jax.linearize`` returns.  For those, set
+      ``recurrence='scan'`` (``model.recurrence='scan'`` in a config).
   Parameters (Keras layout): ``kernel`` (F, 4H), ``recurrent_kernel`` (H, 4H),
   ``bias`` (4H,), gates ordered i, f, c, o.
   """

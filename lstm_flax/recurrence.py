@@ -16,6 +16,10 @@ and ``d matrix = sum_t h_{t-1}^T dz_t`` is a single matmul after the loop
 (``dz`` is also the gradient of ``a``, so the input kernel's gradient is one
 more matmul outside).
 
+Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) cannot use a
+``jax.custom_vjp``; there ``lstm_recurrence`` runs the same loop with JAX's
+own derivative (see its docstring for the two cases it cannot detect).
+
 ``matrix`` may hold several layers at once (``lstm.lstm_stack_wavefront``):
 ``layer_sizes`` then splits the state's S columns into layers, and layer l
 stays idle (keeps its initial state) for the first l iterations.
@@ -74,7 +78,6 @@ def _forward(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, save,
   return out.get('h'), h_last, c_last, out.get('saved')
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
 def lstm_recurrence(x, kernel, bias, matrix, h0, c0,
                     layer_sizes: Optional[Sequence[int]] = None,
                     unroll: int = 1, return_sequences: bool = True):
@@ -96,7 +99,49 @@ def lstm_recurrence(x, kernel, bias, matrix, h0, c0,
   f, c, o: a single layer's Keras layout).
   Returns:
     ``(hs (T, B, S) every step's h, or None; h_T (B, S); c_T (B, S))``.
+
+  Reverse mode (``jax.grad``, ``jax.vjp``, and forward-over-reverse such as
+  ``jax.hessian``) uses the hand-written gradient.  A ``jax.custom_vjp`` has
+  no forward mode, so under ``jax.jvp`` / ``jax.jacfwd`` (also inside
+  ``jax.jit`` or ``jax.vmap``) the same loop runs with JAX's own derivative.
+  Two cases cannot be told apart from reverse mode while tracing and raise
+  JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp function":
+  ``jax.jvp`` of a function jitted before the ``jvp`` (``jax.jvp(jax.jit(f),
+  ...)``; jit the ``jvp`` instead) and calling the function that
+  ``jax.linearize`` returns.  Use ``recurrence='scan'`` in the layers there.
   """
+  args = (x, kernel, bias, matrix, h0, c0, layer_sizes, unroll,
+          return_sequences)
+  if not _in_forward_mode(args):
+    try:
+      return _fused_recurrence(*args)
+    except TypeError as e:   # forward mode that _in_forward_mode missed
+      if 'forward-mode' not in str(e):
+        raise
+  hs, h_last, c_last, _ = _forward(x, kernel, bias, matrix, h0, c0,
+                                   layer_sizes, unroll, False,
+                                   return_sequences)
+  return hs, h_last, c_last
+
+
+def _in_forward_mode(args) -> bool:
+  """Whether forward-mode autodiff traces ``args``: a leaf is a JVP tracer,
+  possibly under vmap's batch tracers (``jax.jacfwd`` vmaps a ``jvp``)."""
+  for leaf in jax.tree_util.tree_leaves(args):
+    while isinstance(leaf, jax.core.Tracer):
+      kind = type(leaf).__name__
+      if kind == 'JVPTracer':
+        return True
+      if kind != 'BatchTracer':
+        break
+      leaf = leaf.val
+  return False
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _fused_recurrence(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll,
+                      return_sequences):
+  """``lstm_recurrence`` with the hand-written gradient (no forward mode)."""
   hs, h_last, c_last, _ = _forward(x, kernel, bias, matrix, h0, c0,
                                    layer_sizes, unroll, False,
                                    return_sequences)
@@ -169,4 +214,4 @@ def _recurrence_bwd(layer_sizes, unroll, return_sequences, residuals,
   return (d_x, d_kernel, d_bias, d_matrix.astype(matrix.dtype), dh0, dc0)
 
 
-lstm_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+_fused_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

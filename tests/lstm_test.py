@@ -177,3 +177,51 @@ def test_auto_input_projection_hoists_wide_inputs_and_tiny_batches():
   assert not hoist_input_projection('in_scan', 32, 50, 1152, 70)
   with pytest.raises(ValueError, match="input_projection='fused'"):
     hoist_input_projection('fused', 3, 3, 3, 3)
+
+
+def _forward_mode_case(recurrence, layers=(5,)):
+  """A stacked model (a wavefront loop for two fused layers) and inputs."""
+  from lstm_flax import models  # pylint: disable=g-import-not-at-top
+  model = models.StackedLSTM(
+      layers, 2, models.RecurrentOptions(recurrence=recurrence))
+  x = jax.random.normal(jax.random.key(0), (2, 12, 3))
+  params = model.init(jax.random.key(1), x)
+  return (lambda x: model.apply(params, x)), x
+
+
+@pytest.mark.parametrize('layers', [(5,), (4, 3)])
+@pytest.mark.parametrize('recurrence', ['fused', 'auto', 'scan'])
+def test_forward_mode_autodiff_matches_reverse_mode_and_differences(
+    recurrence, layers):
+  """jax.jvp (eager and jitted) and jax.jacfwd through every LSTM path."""
+  f, x = _forward_mode_case(recurrence, layers)
+  tangent = jax.random.normal(jax.random.key(2), x.shape)
+  _, ours = jax.jvp(f, (x,), (tangent,))
+  _, jitted = jax.jit(lambda x, t: jax.jvp(f, (x,), (t,)))(x, tangent)
+  jacobian = jax.jacrev(f)(x)               # reverse mode: the fused gradient
+  expected = jnp.einsum('bkctf,ctf->bk', jacobian, tangent)
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(jitted, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(jax.jacfwd(f)(x), jacobian, rtol=1e-4, atol=1e-6)
+  eps = 1e-2                                 # central differences, float64
+  f64 = lambda x: np.asarray(f(jnp.asarray(x, jnp.float32)), np.float64)
+  x64 = np.asarray(x, np.float64)
+  t64 = np.asarray(tangent, np.float64)
+  differences = (f64(x64 + eps * t64) - f64(x64 - eps * t64)) / (2 * eps)
+  np.testing.assert_allclose(ours, differences, rtol=0, atol=2e-3)
+
+
+def test_forward_mode_of_a_jitted_fused_layer_names_the_setting():
+  """jax.jvp of an already jitted function cannot be detected while it is
+  traced: the fused path fails, and recurrence='scan' (what the LSTM
+  docstring tells) works."""
+  from lstm_flax import lstm  # pylint: disable=g-import-not-at-top
+  assert "recurrence='scan'" in lstm.LSTM.__doc__
+  assert 'jax.jvp(jax.jit(f)' in lstm.LSTM.__doc__
+  f, x = _forward_mode_case('fused')
+  with pytest.raises(TypeError, match='forward-mode'):
+    jax.jvp(jax.jit(f), (x,), (x,))
+  scan, _ = _forward_mode_case('scan')
+  _, ours = jax.jvp(jax.jit(scan), (x,), (x,))
+  _, expected = jax.jvp(f, (x,), (x,))
+  np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)

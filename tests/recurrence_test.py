@@ -53,6 +53,41 @@ def test_hand_written_gradient_equals_autodiff(hoisted, layer_sizes):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('layer_sizes', [None, (2, 3)])
+def test_forward_mode_and_second_order_equal_autodiff(layer_sizes):
+  """jax.jvp / jax.jacfwd (forward mode: JAX's derivative of the same loop)
+  and forward-over-reverse (jax.jacfwd of the hand-written gradient) against
+  autodiff of the plain loop."""
+  size = 4 if layer_sizes is None else sum(layer_sizes)
+  steps, batch, features = 5, 2, 3
+  keys = jax.random.split(jax.random.key(3), 6)
+  x = jax.random.normal(keys[0], (steps, batch, features))
+  kernel = jax.random.normal(keys[1], (features, 4 * size)) * 0.5
+  bias = jax.random.normal(keys[2], (4 * size,))
+  matrix = jax.random.normal(keys[3], (size, 4 * size)) * 0.5
+  h0 = jax.random.normal(keys[4], (batch, size))
+  c0 = jax.random.normal(keys[5], (batch, size))
+  args = (x, kernel, bias, matrix, h0, c0)
+  tangents = tuple(jnp.cos(a) for a in args)
+  fused = lambda *a: recurrence.lstm_recurrence(*a, layer_sizes, 1, True)
+  reference = lambda *a: _reference(*a, layer_sizes)
+  for run in (jax.jvp, jax.jit(jax.jvp, static_argnums=0)):
+    ours = run(fused, args, tangents)[1]
+    theirs = jax.jvp(reference, args, tangents)[1]
+    for a, b in zip(ours, theirs):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+  def loss(run):
+    return lambda matrix: (run(x, kernel, bias, matrix, h0, c0)[0] ** 2).sum()
+
+  np.testing.assert_allclose(jax.jacfwd(fused, argnums=3)(*args)[1],
+                             jax.jacfwd(reference, argnums=3)(*args)[1],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.hessian(loss(fused))(matrix),
+                             jax.hessian(loss(reference))(matrix),
+                             rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('reverse', [False, True])
 @pytest.mark.parametrize('input_projection', ['hoisted', 'in_scan'])
 def test_fused_layer_equals_scanned_layer(reverse, input_projection):
@@ -83,10 +118,9 @@ def test_wavefront_equals_layer_by_layer(layer_sizes, input_projection):
   """The same parameters (names, shapes, initial values), outputs and
   gradients as the layers one after another."""
   x = jax.random.normal(jax.random.key(1), (3, 8, 2))
-  stacks = {s: models.StackedLSTM(layer_sizes, 2, layer_schedule=s,
-                                  input_projection=input_projection,
-                                  recurrence='fused')
-            for s in models.LAYER_SCHEDULES}
+  stacks = {s: models.StackedLSTM(layer_sizes, 2, models.RecurrentOptions(
+      layer_schedule=s, input_projection=input_projection,
+      recurrence='fused')) for s in models.LAYER_SCHEDULES}
   params = {s: m.init(jax.random.key(0), x) for s, m in stacks.items()}
   assert jax.tree_util.tree_structure(params['wavefront']) == \
       jax.tree_util.tree_structure(params['layerwise'])
@@ -131,7 +165,8 @@ def test_unknown_recurrence_and_schedule_are_named():
   with pytest.raises(ValueError, match="recurrence='cudnn'"):
     LSTM(3, recurrence='cudnn').init(jax.random.key(0), x)
   with pytest.raises(ValueError, match="layer_schedule='diagonal'"):
-    models.StackedLSTM((3, 3), 1, layer_schedule='diagonal').init(
+    models.StackedLSTM((3, 3), 1, models.RecurrentOptions(
+        layer_schedule='diagonal')).init(
         jax.random.key(0), x)
 
 
