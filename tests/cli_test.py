@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from lstm_flax import cli
+from lstm_flax import config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ('--config.train.steps=2', '--config.train.steps_per_call=2',
@@ -89,7 +90,7 @@ def test_field_meanings_come_from_the_config_comments():
             'c.train.xla_options = dict(\n'
             '    a=1)\n'
             'c.seed = 0\n')
-  assert cli.field_meanings(source) == {
+  assert config_files.field_meanings(source) == {
       'train.steps': 'optimizer updates',
       'model.unroll': 'steps per iteration; 0: auto',
       'train.xla_options': 'XLA options of the train program.'}
@@ -98,7 +99,7 @@ def test_field_meanings_come_from_the_config_comments():
 def test_fields_lists_every_field_with_its_value_and_meaning():
   config = cli.config_from_spec('stacked')
   text = cli.describe_fields(config)
-  for path, value in cli._leaves(config):   # pylint: disable=protected-access
+  for path, value in config_files.leaves(config):
     assert f'config.{path} = {value!r}' in text
   assert "config.train.steps = 1000" in text and '# optimizer updates' in text
   assert '[default: (25,)]' in text              # stacked's layer_sizes
