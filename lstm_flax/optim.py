@@ -42,8 +42,11 @@ def make_optimizer(opt_config, total_steps: int
     raise ValueError(f'config.optimizer.name={opt_config.name!r}; known: '
                      f'{list(OPTIMIZERS)}')
   tx = makers[opt_config.name](schedule_arg)
-  if opt_config.grad_clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
+  # Always a chain of two: turning clipping on or off leaves the optimizer
+  # state's structure as it was, so a run can resume with either.
+  clip = (optax.clip_by_global_norm(opt_config.grad_clip_norm)
+          if opt_config.grad_clip_norm > 0 else optax.identity())
+  tx = optax.chain(clip, tx)
   # One flat vector instead of a pytree of small arrays: fewer ops per
   # update, the same arithmetic.
   return optax.flatten(tx), schedule

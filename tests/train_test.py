@@ -415,3 +415,17 @@ def test_final_eval_from_the_best_checkpoint_when_asked(tmp_path):
   again = inference.evaluate_checkpoint(config, str(workdir), 'best')
   assert again['step'] == best
   assert again['eval']['mae'] == pytest.approx(results['eval']['mae'], rel=1e-6)
+
+
+def test_resume_may_turn_on_clipping_and_lower_the_learning_rate(tmp_path):
+  """The advice after a non-finite loss: rerun with a lower learning rate
+  or clipping.  The rerun resumes from the checkpoint, it does not restart."""
+  train = dict(steps_per_call=4, batch_size=4, log_every=4)
+  _run(tmp_path, 'w', train=dict(steps=4, **train))
+  results, workdir = _run(tmp_path, 'w', train=dict(steps=8, **train),
+                          optimizer=dict(grad_clip_norm=1.0,
+                                         learning_rate=5e-4))
+  assert not (workdir / 'unreadable_checkpoints').exists()
+  steps = [r['step'] for r in _records(workdir) if 'train_loss' in r]
+  assert steps == [4, 8]                     # resumed at 4, not redone
+  assert _records(workdir)[1]['learning_rate'] == 5e-4
