@@ -5,7 +5,7 @@ gradients included: the pool's gradient goes to the first maximum of each
 window, as XLA's does, and ReLU's gradient at 0 is 0, as ``nn.relu``'s.  The
 formulation is what differs.  For a tiny kernel with few filters, XLA's CPU
 convolution, its gradient and the pool's select-and-scatter cost far more than
-the arithmetic (measured on the moving-line model: see bench/).  Here each
+the arithmetic (docs/performance.md has the measurements).  Here each
 window position q = (a, c) of the pool is computed directly on the pooled grid,
 
   y_q[f, n, I, J] = bias[f] + sum_{di, dj, ch} kernel[di, dj, ch, f]

@@ -172,12 +172,11 @@ def hoist_input_projection(mode: str, batch: int, steps: int, features: int,
                            units: int) -> bool:
   """Whether the input projection runs once for all steps, before the scan.
 
-  ``'auto'`` (measured on a 2-core CPU, training steps/s) hoists it when
-  inputs are wider than the state (F > H: CNN-LSTM, F=1152, 1.4x faster) or
-  the whole batch is tiny (B*T <= 64: echo at batch 1, 1.2x faster); otherwise
-  each step projects its own input, which avoids writing and re-reading a
-  (B, T, 4H) array and its gradient (damped sine, F=1 and F=H=20: 1.3x faster
-  at batch 32, 1.8x at batch 256; echo at batch 256: 1.3x).
+  ``'auto'`` hoists it when inputs are wider than the state (F > H: one
+  big matmul beats T small ones) or the whole batch is tiny (B*T <= 64);
+  otherwise each step projects its own input, which avoids writing and
+  re-reading a (B, T, 4H) array and its gradient.  docs/performance.md has
+  the measurements behind both thresholds.
   """
   if mode == 'auto':
     return features > units or batch * steps <= 64
@@ -190,10 +189,8 @@ def hoist_input_projection(mode: str, batch: int, steps: int, features: int,
 def use_fused_recurrence(recurrence: str, unroll: int, steps: int) -> bool:
   """Whether an LSTM loop runs through ``recurrence.lstm_recurrence``.
   ``'auto'``: yes unless the loop is fully unrolled (short sequences: then
-  autodiff sees straight-line code, and the echo model, T=5, trained as fast
-  at batch 1 and 32 and 1.2x faster at batch 256 under ``nn.scan``; at T=50
-  the fused loop was 1.3x faster at batch 10 for one layer and, as a
-  wavefront, 2x for two)."""
+  autodiff of straight-line code is as fast; long ones train faster fused,
+  see docs/performance.md)."""
   if recurrence not in RECURRENCES:
     raise ValueError(f'recurrence={recurrence!r}: use one of '
                      f'{list(RECURRENCES)}')
@@ -204,8 +201,8 @@ def use_fused_recurrence(recurrence: str, unroll: int, steps: int) -> bool:
 
 def scan_unroll(unroll: int, steps: int) -> int:
   """``unroll`` > 0 as given; 0 (auto): all steps for short sequences
-  (T <= 8: the echo's T=5 trains 1.3x faster at batch 1 unrolled), else 1
-  (long sequences measured no faster unrolled, and compile slower)."""
+  (T <= 8: a short loop runs faster unrolled), else 1 (long sequences run
+  no faster unrolled and compile slower)."""
   if unroll < 0:
     raise ValueError(f'unroll={unroll}: must be >= 0 (0: auto)')
   return unroll or (steps if steps <= 8 else 1)
