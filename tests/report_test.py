@@ -92,14 +92,23 @@ def test_blocks_and_page_from_fake_records(tmp_path):
           '0–4 |') in table
 
 
+def test_claim_on_a_smaller_test_set():
+  """The seed scored 100 examples: the chance that 100 are all right."""
+  records = {'cnn_lstm': fake_record('cnn_lstm', [0.99, 0.996, 0.998])}
+  table = report.claims_table(records)
+  assert '`cnn_lstm`: accuracy 0.996 [0.99–0.998]; 0 of 3 seeds' in table
+  assert f'all right with probability {0.996 ** 100:.2f}' in table
+  assert 'clipped to global norm 1): the run beside' in table
+
+
 def test_paired_line_counts_seeds_ahead():
   records = {'bidirectional': fake_record('bidirectional', [0.99, 0.98, 0.97]),
              'bidirectional:forward': fake_record('bidirectional:forward',
                                                   [0.98, 0.98, 0.99])}
   line = report.paired_line(records, 'bidirectional', 'bidirectional:forward',
                             'accuracy')
-  assert 'ahead of `bidirectional:forward` on accuracy on 1 of 3 seeds, ' \
-      'level on 1' in line
+  assert 'ahead of `bidirectional:forward` on per-step accuracy on 1 of 3 ' \
+      'seeds, level on 1' in line
 
 
 def test_baselines_beside_the_model():
