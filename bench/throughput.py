@@ -33,13 +33,16 @@ from bench.plain_flax import numpy_batch
 from bench.plain_flax import plain_step_fn
 from lstm_flax import experiment
 
-_MODELS = flags.DEFINE_list('models', ['echo', 'stacked', 'cnn_lstm'],
-                            'Which seed models to time.')
-_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['1', '32', '256', '1024'],
-                                 'Batch sizes.')
+_MODELS = flags.DEFINE_list(
+  'models', ['echo', 'stacked', 'cnn_lstm'], 'Which seed models to time.'
+)
+_BATCH_SIZES = flags.DEFINE_list(
+  'batch_sizes', ['1', '32', '256', '1024'], 'Batch sizes.'
+)
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Alternating repeats per cell.')
-_SECONDS = flags.DEFINE_float('seconds', 0.5,
-                              'Rough length of one timed measurement.')
+_SECONDS = flags.DEFINE_float(
+  'seconds', 0.5, 'Rough length of one timed measurement.'
+)
 
 
 # --- the plain-Flax baseline (bench/plain_flax.py) ------------------------------
@@ -50,9 +53,10 @@ def time_plain(name, batch, steps):
   batches = [numpy_batch(name, rng, batch) for _ in range(min(steps, 8))]
   model, tx, step = plain_step_fn(name)
   params = model.init(jax.random.key(0), batches[0][0][:1])['params']
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=tx)
-  state, loss = step(state, *batches[0])       # compile
+  state = train_state.TrainState.create(
+    apply_fn=model.apply, params=params, tx=tx
+  )
+  state, loss = step(state, *batches[0])  # compile
   jax.block_until_ready(loss)
 
   def run():
@@ -81,8 +85,9 @@ def time_ours(name, batch, steps):
   def run():
     nonlocal state
     start = time.perf_counter()
-    state, metrics, _ = exp.programs['train'](state, exp.keys.batch,
-                                              exp.keys.dropout, steps)
+    state, metrics, _ = exp.programs['train'](
+      state, exp.keys.batch, exp.keys.dropout, steps
+    )
     jax.block_until_ready(metrics)
     return steps / (time.perf_counter() - start)
 
@@ -91,10 +96,14 @@ def time_ours(name, batch, steps):
 
 def main(argv):
   del argv
-  print(f'# {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; medians of '
-        f'{_REPEATS.value} alternating repeats')
-  print(f'{"model":9} {"batch":>5} | {"lstm_flax steps/s":>24} | '
-        f'{"plain Flax steps/s":>24} | {"ratio":>6} | {"lstm_flax samples/s":>19}')
+  print(
+    f'# {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; medians of '
+    f'{_REPEATS.value} alternating repeats'
+  )
+  print(
+    f'{"model":9} {"batch":>5} | {"lstm_flax steps/s":>24} | '
+    f'{"plain Flax steps/s":>24} | {"ratio":>6} | {"lstm_flax samples/s":>19}'
+  )
   for name in _MODELS.value:
     for batch in (int(b) for b in _BATCH_SIZES.value):
       if name == 'cnn_lstm' and batch > 256:
@@ -102,15 +111,21 @@ def main(argv):
       ours = time_ours(name, batch, 16)
       probe = max(ours(), 1e-3)
       steps = int(min(5000, max(4, probe * _SECONDS.value)))
-      ours, plain = time_ours(name, batch, steps), time_plain(name, batch, steps)
+      ours, plain = (
+        time_ours(name, batch, steps),
+        time_plain(name, batch, steps),
+      )
       a, b = [], []
       for _ in range(_REPEATS.value):
         a.append(ours())
         b.append(plain())
       ratio = statistics.median(x / y for x, y in zip(a, b))
-      fmt = lambda v: (f'{statistics.median(v):9.1f} ({min(v):.1f}-{max(v):.1f})')
-      print(f'{name:9} {batch:5d} | {fmt(a):>24} | {fmt(b):>24} | {ratio:5.1f}x | '
-            f'{statistics.median(a) * batch:19.0f}', flush=True)
+      fmt = lambda v: f'{statistics.median(v):9.1f} ({min(v):.1f}-{max(v):.1f})'
+      print(
+        f'{name:9} {batch:5d} | {fmt(a):>24} | {fmt(b):>24} | {ratio:5.1f}x | '
+        f'{statistics.median(a) * batch:19.0f}',
+        flush=True,
+      )
 
 
 if __name__ == '__main__':

@@ -34,8 +34,9 @@ def get_config(variant='bidirectional'):
     c.name = 'bidirectional_forward_only'
     c.model.bidirectional = False
   elif variant != 'bidirectional':
-    raise ValueError(f"configs/bidirectional.py:{variant}: use 'bidirectional'"
-                     f" or 'forward'")
+    raise ValueError(
+      f"configs/bidirectional.py:{variant}: use 'bidirectional' or 'forward'"
+    )
   c.optimizer.learning_rate = 1e-3
   c.train.steps = 5000
   c.train.batch_size = 10

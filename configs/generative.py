@@ -39,8 +39,9 @@ def get_config(variant='pairs'):
     c.model.bidirectional = False
     c.train.batch_size = 1
   elif variant != 'pairs':
-    raise ValueError(f"configs/generative.py:{variant}: use 'pairs' or "
-                     f"'sequence'")
+    raise ValueError(
+      f"configs/generative.py:{variant}: use 'pairs' or 'sequence'"
+    )
   c.optimizer.learning_rate = 1e-3
   c.train.steps = 25000
   c.train.steps_per_call = 5000

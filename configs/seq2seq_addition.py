@@ -34,8 +34,8 @@ def get_config():
   c.model.layer_sizes = (75, 50)
   c.model.encoder_depth = 1
   c.model.output_steps = 2
-  c.optimizer.learning_rate = 3e-3    # the seed: 1e-3 (see above)
-  c.train.steps = 2344            # ceil(75,000 / 32)
+  c.optimizer.learning_rate = 3e-3  # the seed: 1e-3 (see above)
+  c.train.steps = 2344  # ceil(75,000 / 32)
   c.train.batch_size = 32
   c.train.steps_per_call = 586
   c.train.checkpoint_every = 2344

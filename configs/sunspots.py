@@ -47,12 +47,12 @@ def get_config():
   c.task.time_column = 'YEAR'
   c.task.input_length = 22
   c.task.output_length = 1
-  c.task.split = (221, 261, 309)     # 1700-1920 | 1921-1960 | 1961-2008
+  c.task.split = (221, 261, 309)  # 1700-1920 | 1921-1960 | 1961-2008
   c.task.season = 11
   c.task.loss = 'mse'
   c.model.name = 'lstm'
   c.model.layer_sizes = (32,)
-  c.model.highway = 22               # the whole input window
+  c.model.highway = 22  # the whole input window
   c.model.dropout = 0.4
   c.model.recurrent_dropout = 0.4
   c.optimizer.learning_rate = 3e-3
@@ -61,8 +61,8 @@ def get_config():
   c.train.steps = 3000
   c.train.batch_size = 32
   c.train.steps_per_call = 250
-  c.eval.every_steps = 250           # validation MSE picks the best checkpoint
+  c.eval.every_steps = 250  # validation MSE picks the best checkpoint
   c.eval.best_metric = 'mse'
-  c.eval.final_from_best = True       # the test years score the best checkpoint
-  c.eval.figure_examples = 48        # every test year (48 windows)
+  c.eval.final_from_best = True  # the test years score the best checkpoint
+  c.eval.figure_examples = 48  # every test year (48 windows)
   return c.lock()

@@ -24,17 +24,33 @@ import numpy as np
 
 from lstm_flax import data
 
+
 def train(out_dir, steps=300, batch_size=64, learning_rate=3e-2, seed=0):
   """Trains LSTM(25) -> Dense(10, softmax) on echo; saves it; returns the Keras model."""
   import keras  # pylint: disable=g-import-not-at-top
+
   keras.utils.set_random_seed(seed)
   inputs, labels = data.echo(jax.random.key(seed), steps * batch_size)
-  model = keras.Sequential([keras.Input((5, 10)), keras.layers.LSTM(25),
-                            keras.layers.Dense(10, activation='softmax')])
-  model.compile(keras.optimizers.Adam(learning_rate),
-                'sparse_categorical_crossentropy', metrics=['accuracy'])
-  model.fit(np.asarray(inputs), np.asarray(labels), batch_size=batch_size, epochs=1,
-            shuffle=False, verbose=0)
+  model = keras.Sequential(
+    [
+      keras.Input((5, 10)),
+      keras.layers.LSTM(25),
+      keras.layers.Dense(10, activation='softmax'),
+    ]
+  )
+  model.compile(
+    keras.optimizers.Adam(learning_rate),
+    'sparse_categorical_crossentropy',
+    metrics=['accuracy'],
+  )
+  model.fit(
+    np.asarray(inputs),
+    np.asarray(labels),
+    batch_size=batch_size,
+    epochs=1,
+    shuffle=False,
+    verbose=0,
+  )
   os.makedirs(out_dir, exist_ok=True)
   model.save(os.path.join(out_dir, 'echo.keras'))
   model.save_weights(os.path.join(out_dir, 'echo.weights.h5'))
@@ -46,9 +62,13 @@ def main(argv):
   f = flags.FLAGS
   model = train(f.out_dir, f.steps, f.batch_size, f.learning_rate, f.seed)
   inputs, labels = data.echo(jax.random.key(1), 1000)
-  accuracy = (model.predict(np.asarray(inputs), verbose=0).argmax(-1) == labels).mean()
-  print(f'Keras held-out accuracy {accuracy:.3f}; saved {f.out_dir}/echo.keras and '
-        f'{f.out_dir}/echo.weights.h5')
+  accuracy = (
+    model.predict(np.asarray(inputs), verbose=0).argmax(-1) == labels
+  ).mean()
+  print(
+    f'Keras held-out accuracy {accuracy:.3f}; saved {f.out_dir}/echo.keras and '
+    f'{f.out_dir}/echo.weights.h5'
+  )
 
 
 if __name__ == '__main__':

@@ -45,9 +45,14 @@ def saved_steps(directory_path: str) -> list[int]:
   """
   if not os.path.isdir(directory_path):
     return []
-  return sorted((int(n) for n in os.listdir(directory_path)
-                 if n.isdigit() and os.path.isdir(os.path.join(directory_path, n))),
-                reverse=True)
+  return sorted(
+    (
+      int(n)
+      for n in os.listdir(directory_path)
+      if n.isdigit() and os.path.isdir(os.path.join(directory_path, n))
+    ),
+    reverse=True,
+  )
 
 
 def manager(directory_path: str, keep: int) -> ocp.CheckpointManager:
@@ -56,8 +61,9 @@ def manager(directory_path: str, keep: int) -> ocp.CheckpointManager:
   ``restore_newest_readable``, and set aside the steps that fails on before
   creating the manager (orbax lists every step folder it finds)."""
   return ocp.CheckpointManager(
-      directory_path,
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    directory_path,
+    options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+  )
 
 
 def save(mngr: ocp.CheckpointManager, tree: Any, step: int, wait: bool = False):
@@ -110,24 +116,35 @@ def _shape_differences(path: str, target) -> list[str]:
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       metadata = checkpointer.metadata(path)
-    saved = {leaf.name: tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(
-        getattr(metadata, 'item_metadata', metadata))
-             if hasattr(leaf, 'name') and hasattr(leaf, 'shape')}
+    saved = {
+      leaf.name: tuple(leaf.shape)
+      for leaf in jax.tree_util.tree_leaves(
+        getattr(metadata, 'item_metadata', metadata)
+      )
+      if hasattr(leaf, 'name') and hasattr(leaf, 'shape')
+    }
   except Exception:  # pylint: disable=broad-except
     return []
-  wanted = {_leaf_name(p): tuple(x.shape) for p, x in
-            jax.tree_util.tree_flatten_with_path(target)[0]}
+  wanted = {
+    _leaf_name(p): tuple(x.shape)
+    for p, x in jax.tree_util.tree_flatten_with_path(target)[0]
+  }
   if not saved or sorted(saved.values()) == sorted(wanted.values()):
     return []
-  differences = [f'{name}: saved {saved[name]}, expected {wanted[name]}'
-                 for name in sorted(set(saved) & set(wanted),
-                                    key=lambda n: (n.count('.'), n))
-                 if saved[name] != wanted[name]]
+  differences = [
+    f'{name}: saved {saved[name]}, expected {wanted[name]}'
+    for name in sorted(
+      set(saved) & set(wanted), key=lambda n: (n.count('.'), n)
+    )
+    if saved[name] != wanted[name]
+  ]
   return differences or [f'{len(saved)} arrays saved, {len(wanted)} expected']
 
 
 def restore_newest_readable(
-    directory_path: str, target: Any, step: Optional[int] = None,
+  directory_path: str,
+  target: Any,
+  step: Optional[int] = None,
 ) -> tuple[Optional[Any], Optional[int], list[int]]:
   """Restores the newest checkpoint in ``directory_path`` that can be read.
 
@@ -164,13 +181,19 @@ def restore_newest_readable(
       differences = [] if target is None else _shape_differences(path, target)
       if differences:
         shown = '; '.join(differences[:4]) + (
-            f'; and {len(differences) - 4} more' if len(differences) > 4 else '')
+          f'; and {len(differences) - 4} more' if len(differences) > 4 else ''
+        )
         raise CheckpointMismatchError(
-            f'checkpoint {s} in {directory_path} holds another model than '
-            f'this config builds ({shown}): use the config it was trained '
-            f'with (its workdir\'s config.json)') from e
-      logging.warning('checkpoint %d in %s could not be read (%s)', s,
-                      directory_path, _first_line(e))
+          f'checkpoint {s} in {directory_path} holds another model than '
+          f'this config builds ({shown}): use the config it was trained '
+          f"with (its workdir's config.json)"
+        ) from e
+      logging.warning(
+        'checkpoint %d in %s could not be read (%s)',
+        s,
+        directory_path,
+        _first_line(e),
+      )
       failed.append(s)
       continue
     logging.info('restored checkpoint %d from %s', s, directory_path)
@@ -178,7 +201,9 @@ def restore_newest_readable(
   return None, None, failed
 
 
-def set_aside(workdir: str, directory_path: str, steps: Sequence[int]) -> list[str]:
+def set_aside(
+  workdir: str, directory_path: str, steps: Sequence[int]
+) -> list[str]:
   """Moves the folders of ``steps`` out of ``directory_path`` into
   ``<workdir>/unreadable_checkpoints/`` (not deleted: they may hold something
   worth recovering by hand) so that training can save those steps anew.  A
@@ -197,7 +222,11 @@ def set_aside(workdir: str, directory_path: str, steps: Sequence[int]) -> list[s
       suffix += 1
       destination = os.path.join(target, f'{step}.{suffix}')
     shutil.move(source, destination)
-    logging.warning('moved unreadable checkpoint %d from %s to %s', step,
-                    directory_path, destination)
+    logging.warning(
+      'moved unreadable checkpoint %d from %s to %s',
+      step,
+      directory_path,
+      destination,
+    )
     moved.append(destination)
   return moved

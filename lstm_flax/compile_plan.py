@@ -28,12 +28,18 @@ SHORT_RUN_EXAMPLES = 40_000
 # CPU defaults (a config's xla_options override them).  Train: -O1 compiles
 # faster than XLA's -O3 and its steps run as fast.  Eval runs once: no
 # fusion emitters.  Init and predict run once and briefly: -O0.
-_CPU_TRAIN = {'xla_backend_optimization_level': 1,
-              'xla_cpu_use_fusion_emitters': True}
-_CPU_EVAL = {'xla_backend_optimization_level': 1,
-             'xla_cpu_use_fusion_emitters': False}
-_CPU_RUN_ONCE = {'xla_backend_optimization_level': 0,
-                 'xla_cpu_use_fusion_emitters': False}
+_CPU_TRAIN = {
+  'xla_backend_optimization_level': 1,
+  'xla_cpu_use_fusion_emitters': True,
+}
+_CPU_EVAL = {
+  'xla_backend_optimization_level': 1,
+  'xla_cpu_use_fusion_emitters': False,
+}
+_CPU_RUN_ONCE = {
+  'xla_backend_optimization_level': 0,
+  'xla_cpu_use_fusion_emitters': False,
+}
 
 # DebugOptions fields that only one backend's compiler accepts, by prefix.
 _BACKEND_PREFIXES = {'cpu': 'xla_cpu_', 'gpu': 'xla_gpu_', 'tpu': 'xla_tpu_'}
@@ -45,15 +51,16 @@ _TUNINGS = frozenset({'xla_cpu_use_fusion_emitters'})
 @dataclasses.dataclass(frozen=True)
 class CompilePlan:
   """The resolved compile-time choices of one run (see the module docstring)."""
+
   backend: str
-  goal: str                   # 'step_time' or 'compile_time'
-  unroll: int                 # model.unroll as built (0: the layer's auto)
-  batch_prng: str             # 'threefry_unrolled' or 'threefry' (prng.py)
+  goal: str  # 'step_time' or 'compile_time'
+  unroll: int  # model.unroll as built (0: the layer's auto)
+  batch_prng: str  # 'threefry_unrolled' or 'threefry' (prng.py)
   encoder_implementation: str  # cnn_lstm's frame encoder: 'shifted_adds'/'conv'
   train_xla_options: Dict[str, Any]
   eval_xla_options: Dict[str, Any]
-  run_once_xla_options: Dict[str, Any]   # init and predict
-  donate_state: bool          # the train program updates the state in place
+  run_once_xla_options: Dict[str, Any]  # init and predict
+  donate_state: bool  # the train program updates the state in place
 
   @property
   def unrolled_batch_keys(self) -> bool:
@@ -72,12 +79,16 @@ class CompilePlan:
 
   def describe(self) -> str:
     """The plan in one log line."""
-    options = lambda o: ','.join(f'{k}={v}' for k, v in sorted(o.items())) or '-'
-    return (f'compile plan ({self.backend}): {self.goal.replace("_", " ")}, '
-            f'unroll={self.unroll or "auto"}, batch keys {self.batch_prng}, '
-            f'encoder {self.encoder_implementation}, train xla '
-            f'{options(self.train_xla_options)}, eval xla '
-            f'{options(self.eval_xla_options)}')
+    options = lambda o: (
+      ','.join(f'{k}={v}' for k, v in sorted(o.items())) or '-'
+    )
+    return (
+      f'compile plan ({self.backend}): {self.goal.replace("_", " ")}, '
+      f'unroll={self.unroll or "auto"}, batch keys {self.batch_prng}, '
+      f'encoder {self.encoder_implementation}, train xla '
+      f'{options(self.train_xla_options)}, eval xla '
+      f'{options(self.eval_xla_options)}'
+    )
 
 
 def optimize_for(config) -> str:
@@ -104,24 +115,31 @@ def make_plan(config, backend: str | None = None) -> CompilePlan:
   if goal == 'compile_time' and on_cpu:
     train['xla_cpu_use_fusion_emitters'] = False  # most of a small compile
   encoder = encoder_implementation(
-      config.model.get('encoder_implementation', 'auto'), backend)
+    config.model.get('encoder_implementation', 'auto'), backend
+  )
   plan = CompilePlan(
-      backend=backend, goal=goal, unroll=unroll,
-      batch_prng='threefry_unrolled' if goal == 'step_time' else 'threefry',
-      encoder_implementation=encoder,
-      train_xla_options=for_backend(train, backend),
-      eval_xla_options=for_backend(
-          {**(_CPU_EVAL if on_cpu else {}), **_options(config.eval)}, backend),
-      run_once_xla_options=for_backend(_CPU_RUN_ONCE if on_cpu else {},
-                                       backend),
-      donate_state=True)
+    backend=backend,
+    goal=goal,
+    unroll=unroll,
+    batch_prng='threefry_unrolled' if goal == 'step_time' else 'threefry',
+    encoder_implementation=encoder,
+    train_xla_options=for_backend(train, backend),
+    eval_xla_options=for_backend(
+      {**(_CPU_EVAL if on_cpu else {}), **_options(config.eval)}, backend
+    ),
+    run_once_xla_options=for_backend(_CPU_RUN_ONCE if on_cpu else {}, backend),
+    donate_state=True,
+  )
   if backend == jax.default_backend():
-    for section, options in (('train', plan.train_xla_options),
-                             ('eval', plan.eval_xla_options)):
+    for section, options in (
+      ('train', plan.train_xla_options),
+      ('eval', plan.eval_xla_options),
+    ):
       refusal = _xla_refusal(tuple(sorted(options.items())))
       if refusal:
-        validation.fail(f'{section}.xla_options', options,
-                        f'XLA refused them ({refusal})')
+        validation.fail(
+          f'{section}.xla_options', options, f'XLA refused them ({refusal})'
+        )
   return plan
 
 
@@ -130,7 +148,9 @@ def encoder_implementation(requested: str, backend: str | None = None) -> str:
   conv-ReLU-pool), lax.conv elsewhere."""
   if requested != 'auto':
     return requested
-  return 'shifted_adds' if (backend or jax.default_backend()) == 'cpu' else 'conv'
+  return (
+    'shifted_adds' if (backend or jax.default_backend()) == 'cpu' else 'conv'
+  )
 
 
 def _options(section) -> Dict[str, Any]:
@@ -138,18 +158,23 @@ def _options(section) -> Dict[str, Any]:
   return dict(options.to_dict() if hasattr(options, 'to_dict') else options)
 
 
-def for_backend(options: Dict[str, Any], backend: str | None = None
-                ) -> Dict[str, Any]:
+def for_backend(
+  options: Dict[str, Any], backend: str | None = None
+) -> Dict[str, Any]:
   """``options`` without other backends' fields (an ``xla_cpu_*`` option on
   a GPU, which XLA would refuse) and without the ``_TUNINGS`` the installed
   XLA lacks (asked only when ``backend`` is JAX's own)."""
   here = backend in (None, jax.default_backend())
   backend = backend or jax.default_backend()
-  foreign = tuple(prefix for name, prefix in _BACKEND_PREFIXES.items()
-                  if name != backend)
-  return {k: v for k, v in options.items()
-          if not k.startswith(foreign)
-          and not (here and k in _TUNINGS and _xla_refusal(((k, v),)))}
+  foreign = tuple(
+    prefix for name, prefix in _BACKEND_PREFIXES.items() if name != backend
+  )
+  return {
+    k: v
+    for k, v in options.items()
+    if not k.startswith(foreign)
+    and not (here and k in _TUNINGS and _xla_refusal(((k, v),)))
+  }
 
 
 @functools.lru_cache(maxsize=None)

@@ -35,7 +35,9 @@ import jax.numpy as jnp
 
 def _view(planes, u, v, rows, cols, p):
   """planes[..., u + p*I, v + p*J] for I < rows, J < cols."""
-  return planes[..., u:u + p * (rows - 1) + 1:p, v:v + p * (cols - 1) + 1:p]
+  return planes[
+    ..., u : u + p * (rows - 1) + 1 : p, v : v + p * (cols - 1) + 1 : p
+  ]
 
 
 def _pooled_grid(x, kernel, pool_size):
@@ -50,7 +52,7 @@ def _max_pool_conv(x, kernel, bias, pool_size):
   k, _, channels, features = kernel.shape
   p = pool_size
   rows, cols = _pooled_grid(x, kernel, p)
-  planes = jnp.moveaxis(x, -1, 0)                     # (C, N, H, W)
+  planes = jnp.moveaxis(x, -1, 0)  # (C, N, H, W)
   index_dtype = jnp.int8 if p * p <= 127 else jnp.int32
   maxima, winners = [], []
   for f in range(features):
@@ -68,7 +70,9 @@ def _max_pool_conv(x, kernel, bias, pool_size):
         else:
           better = y > best
           best = jnp.where(better, y, best)
-          winner = jnp.where(better, jnp.asarray(a * p + c, index_dtype), winner)
+          winner = jnp.where(
+            better, jnp.asarray(a * p + c, index_dtype), winner
+          )
     maxima.append(best)
     winners.append(winner)
   return maxima, winners
@@ -86,8 +90,7 @@ def _conv_relu_pool(x, kernel, bias, pool_size):
 
 
 def _conv_relu_pool_fwd(x, kernel, bias, pool_size):
-  maxima, winners = _max_pool_conv(x.value, kernel.value, bias.value,
-                                   pool_size)
+  maxima, winners = _max_pool_conv(x.value, kernel.value, bias.value, pool_size)
   out = jnp.stack([jax.nn.relu(m) for m in maxima], axis=-1)
   return out, (x.value, kernel.value, bias.value, out, winners, x.perturbed)
 
@@ -100,7 +103,8 @@ def _conv_relu_pool_bwd(p, residuals, g):
   # Filter-first planes, materialised (the barrier keeps XLA from fusing the
   # transpose into the reduction, which then read g two floats apart).
   g_planes = jax.lax.optimization_barrier(
-      jnp.moveaxis(jnp.where(out > 0, g, 0.0), -1, 0))  # ReLU's gradient
+    jnp.moveaxis(jnp.where(out > 0, g, 0.0), -1, 0)
+  )  # ReLU's gradient
   terms, where = [], {}
   for f in range(features):
     g_f = g_planes[f]
@@ -114,26 +118,40 @@ def _conv_relu_pool_bwd(p, residuals, g):
           for a in range(p):
             for c in range(p):
               view = _view(planes, a + di, c + dj, rows, cols, p)[ch]
-              read = view if read is None else jnp.where(
-                  winners[f] == a * p + c, view, read)
+              read = (
+                view
+                if read is None
+                else jnp.where(winners[f] == a * p + c, view, read)
+              )
           where[di, dj, ch, f] = len(terms)
           terms.append(g_f * read)
   sums = jax.lax.reduce(
-      tuple(terms), tuple(jnp.zeros((), t.dtype) for t in terms),
-      lambda u, v: tuple(a + b for a, b in zip(u, v)),
-      tuple(range(terms[0].ndim)))
-  dkernel = jnp.stack([
-      sums[where[di, dj, ch, f]] for di in range(k) for dj in range(k)
-      for ch in range(channels) for f in range(features)]).reshape(kernel.shape)
+    tuple(terms),
+    tuple(jnp.zeros((), t.dtype) for t in terms),
+    lambda u, v: tuple(a + b for a, b in zip(u, v)),
+    tuple(range(terms[0].ndim)),
+  )
+  dkernel = jnp.stack(
+    [
+      sums[where[di, dj, ch, f]]
+      for di in range(k)
+      for dj in range(k)
+      for ch in range(channels)
+      for f in range(features)
+    ]
+  ).reshape(kernel.shape)
   dbias = jnp.stack([sums[where['bias', f]] for f in range(features)])
   dx = None
   if x_perturbed:
-    dx = jax.vjp(lambda x_: _autodiff_formulation(x_, kernel, bias, p), x)[1](g)[0]
+    dx = jax.vjp(lambda x_: _autodiff_formulation(x_, kernel, bias, p), x)[1](
+      g
+    )[0]
   return dx, dkernel.astype(kernel.dtype), dbias.astype(bias.dtype)
 
 
-_conv_relu_pool.defvjp(_conv_relu_pool_fwd, _conv_relu_pool_bwd,
-                       symbolic_zeros=True)
+_conv_relu_pool.defvjp(
+  _conv_relu_pool_fwd, _conv_relu_pool_bwd, symbolic_zeros=True
+)
 
 
 def conv_relu_pool(x, kernel, bias, pool_size):

@@ -37,7 +37,9 @@ def echo(key, batch_size, length=5, n_features=10, out_index=2, offset=0):
 
   def one(k):
     values = jax.random.randint(k, (length,), 0, n_features, dtype=jnp.int32)
-    return jax.nn.one_hot(values, n_features, dtype=jnp.float32), values[out_index]
+    return jax.nn.one_hot(values, n_features, dtype=jnp.float32), values[
+      out_index
+    ]
 
   return _batched(one, key, batch_size, offset)
 
@@ -45,9 +47,19 @@ def echo(key, batch_size, length=5, n_features=10, out_index=2, offset=0):
 # --- 2. damped sine: multi-step regression ------------------------------------
 
 
-def damped_sine(key, batch_size, length=50, output=5, period_min=10,
-                period_max=20, decay_min=0.01, decay_max=0.1, a=0.5, b=0.5,
-                offset=0):
+def damped_sine(
+  key,
+  batch_size,
+  length=50,
+  output=5,
+  period_min=10,
+  period_max=20,
+  decay_min=0.01,
+  decay_max=0.1,
+  a=0.5,
+  b=0.5,
+  offset=0,
+):
   """Samples of f(i) = a + b sin(2 pi i / period) exp(-i decay), i = 0 .. length+output-1.
 
   Per sequence ``period`` is a uniform integer in ``[period_min, period_max]``
@@ -59,8 +71,9 @@ def damped_sine(key, batch_size, length=50, output=5, period_min=10,
   """
 
   def one(k):
-    period, decay = _sine_parameters(k, period_min, period_max, decay_min,
-                                     decay_max)
+    period, decay = _sine_parameters(
+      k, period_min, period_max, decay_min, decay_max
+    )
     i = jnp.arange(length + output, dtype=jnp.float32)
     f = a + b * jnp.sin(2 * jnp.pi * i / period) * jnp.exp(-i * decay)
     return f[:length, None], f[length:]
@@ -68,13 +81,24 @@ def damped_sine(key, batch_size, length=50, output=5, period_min=10,
   return _batched(one, key, batch_size, offset)
 
 
-def damped_sine_parameters(key, batch_size, period_min=10, period_max=20,
-                           decay_min=0.01, decay_max=0.1, offset=0, **unused):
+def damped_sine_parameters(
+  key,
+  batch_size,
+  period_min=10,
+  period_max=20,
+  decay_min=0.01,
+  decay_max=0.1,
+  offset=0,
+  **unused,
+):
   """The (period, decay) that :func:`damped_sine` draws for the same key: (B,), (B,)."""
 
   return _batched(
-      lambda k: _sine_parameters(k, period_min, period_max, decay_min, decay_max),
-      key, batch_size, offset)
+    lambda k: _sine_parameters(k, period_min, period_max, decay_min, decay_max),
+    key,
+    batch_size,
+    offset,
+  )
 
 
 def _sine_parameters(key, period_min, period_max, decay_min, decay_max):
@@ -106,7 +130,9 @@ def moving_line_rows(key, size=50):
   def step(r, u_t):
     lo = jnp.maximum(0, r - 1)
     hi = jnp.minimum(size - 1, r + 1)
-    r = lo + jnp.minimum(jnp.floor(u_t * (hi - lo + 1)).astype(jnp.int32), hi - lo)
+    r = lo + jnp.minimum(
+      jnp.floor(u_t * (hi - lo + 1)).astype(jnp.int32), hi - lo
+    )
     return r, r
 
   _, rest = jax.lax.scan(step, start, u)
@@ -130,8 +156,8 @@ def moving_line(key, batch_size, size=50, offset=0):
     # step_of_col[c]: the step at which column c is drawn.
     step_of_col = jnp.where(right == 1, t, size - 1 - t)
     row_of_col = rows[step_of_col]
-    pixel = row_of_col[None, :] == t[:, None]                     # (row, col)
-    visible = step_of_col[None, None, :] <= t[:, None, None]      # (time, 1, col)
+    pixel = row_of_col[None, :] == t[:, None]  # (row, col)
+    visible = step_of_col[None, None, :] <= t[:, None, None]  # (time, 1, col)
     frames = (pixel[None] & visible).astype(jnp.float32)
     return frames[..., None], right
 
@@ -140,14 +166,14 @@ def moving_line(key, batch_size, size=50, offset=0):
 
 # --- 4. addition: sums written as text (encoder-decoder) ----------------------
 
-ALPHABET = '0123456789+ '          # index = symbol: digits 0-9, then '+' and ' '
+ALPHABET = '0123456789+ '  # index = symbol: digits 0-9, then '+' and ' '
 PLUS, SPACE = 10, 11
 
 
 def num_digits(n):
   """Decimal digits of the positive integer(s) ``n`` (1 for 1..9, 2 for 10..99)."""
   n = jnp.asarray(n)
-  return 1 + sum((n >= 10 ** k).astype(jnp.int32) for k in range(1, 10))
+  return 1 + sum((n >= 10**k).astype(jnp.int32) for k in range(1, 10))
 
 
 def _right_aligned_text(numbers, width):
@@ -159,24 +185,33 @@ def _right_aligned_text(numbers, width):
   ``offset_j + i`` places from the right, where ``offset_j`` counts the
   symbols (digits and '+') of the terms after it.
   """
-  digits = num_digits(numbers)                              # (N,)
-  after = jnp.cumsum((digits + 1)[::-1])[::-1] - (digits + 1)   # symbols right of term j
+  digits = num_digits(numbers)  # (N,)
+  after = jnp.cumsum((digits + 1)[::-1])[::-1] - (
+    digits + 1
+  )  # symbols right of term j
   max_digits = 10
   i = jnp.arange(max_digits)
-  digit_values = (numbers[:, None] // 10 ** i[None]) % 10    # (N, D)
-  position = width - 1 - (after[:, None] + i[None])          # (N, D)
+  digit_values = (numbers[:, None] // 10 ** i[None]) % 10  # (N, D)
+  position = width - 1 - (after[:, None] + i[None])  # (N, D)
   # Digits a number does not have go to index `width`, past the end, and are
   # dropped (a negative index would wrap around instead).
   position = jnp.where(i[None] < digits[:, None], position, width)
   text = jnp.full((width,), SPACE, jnp.int32)
   text = text.at[position].set(digit_values, mode='drop')
-  plus_position = width - after[:-1]         # '+' right after each term but the last
+  plus_position = width - after[:-1]  # '+' right after each term but the last
   return text.at[plus_position].set(PLUS, mode='drop')
 
 
-def addition(key, batch_size, n_terms=3, max_value=10, input_width=8,
-             answer_width=2, offset=0):
-  """"a+b+c" -> "sum" as text: ``n_terms`` integers uniform in [1, max_value].
+def addition(
+  key,
+  batch_size,
+  n_terms=3,
+  max_value=10,
+  input_width=8,
+  answer_width=2,
+  offset=0,
+):
+  """ "a+b+c" -> "sum" as text: ``n_terms`` integers uniform in [1, max_value].
 
   The question is the terms joined by '+', left-padded with spaces to
   ``input_width`` symbols ("10+3+7" -> "  10+3+7"); the answer their sum,
@@ -188,7 +223,9 @@ def addition(key, batch_size, n_terms=3, max_value=10, input_width=8,
   """
 
   def one(k):
-    numbers = jax.random.randint(k, (n_terms,), 1, max_value + 1, dtype=jnp.int32)
+    numbers = jax.random.randint(
+      k, (n_terms,), 1, max_value + 1, dtype=jnp.int32
+    )
     question = _right_aligned_text(numbers, input_width)
     answer = _right_aligned_text(numbers.sum()[None], answer_width)
     return jax.nn.one_hot(question, len(ALPHABET), dtype=jnp.float32), answer
@@ -200,6 +237,7 @@ def decode_text(symbols):
   """Host-side: alphabet indices (..., T) int, or one-hot / logits (..., T, 12),
   to a string (or nested lists of strings)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   symbols = np.asarray(symbols)
   if symbols.dtype.kind == 'f':
     symbols = symbols.argmax(-1)
@@ -234,10 +272,15 @@ def cumsum_threshold(key, batch_size, length=10, limit_fraction=0.25, offset=0):
 def rectangle_corners(width, height):
   """(..., ) width and height -> (..., 4, 2): (0,0), (w,0), (w,h), (0,h)."""
   zeros = jnp.zeros_like(width)
-  return jnp.stack([jnp.stack([zeros, zeros], -1),
-                    jnp.stack([width, zeros], -1),
-                    jnp.stack([width, height], -1),
-                    jnp.stack([zeros, height], -1)], -2)
+  return jnp.stack(
+    [
+      jnp.stack([zeros, zeros], -1),
+      jnp.stack([width, zeros], -1),
+      jnp.stack([width, height], -1),
+      jnp.stack([zeros, height], -1),
+    ],
+    -2,
+  )
 
 
 def rectangle_size(key):
@@ -262,7 +305,9 @@ def rectangles(key, batch_size, mode='pairs', offset=0):
     index = offset + jnp.arange(batch_size, dtype=jnp.uint32)
 
     def pair(i):
-      corners = rectangle_corners(*rectangle_size(jax.random.fold_in(key, i // 3)))
+      corners = rectangle_corners(
+        *rectangle_size(jax.random.fold_in(key, i // 3))
+      )
       return corners[i % 3][None], corners[i % 3 + 1]
 
     return jax.vmap(pair)(index)

@@ -15,10 +15,10 @@ Metrics = Dict[str, float]
 
 @dataclasses.dataclass
 class Evaluation:
-  per_seed: List[Metrics]         # one dict per replica
-  ensemble: Optional[Metrics]     # the replicas' mean output (num_seeds > 1)
-  kept: Any                       # (inputs, targets, predictions) or ()
-  report: Any = None              # the task's report details, if any
+  per_seed: List[Metrics]  # one dict per replica
+  ensemble: Optional[Metrics]  # the replicas' mean output (num_seeds > 1)
+  kept: Any  # (inputs, targets, predictions) or ()
+  report: Any = None  # the task's report details, if any
 
   @property
   def mean(self) -> Metrics:
@@ -28,13 +28,17 @@ class Evaluation:
 
 def evaluate(exp, state, part: str = 'test') -> Evaluation:
   """Runs the eval program on ``part`` ('valid' or 'test') and summarises."""
-  metrics, ensemble, kept = sharding.to_host(
-      exp.evaluate(state.params, part))
+  metrics, ensemble, kept = sharding.to_host(exp.evaluate(state.params, part))
   summarize = exp.task.summarize
-  per_seed = [summarize({k: float(v[i]) for k, v in metrics.items()})
-              for i in range(exp.num_seeds)]
-  ensemble = (summarize({k: float(v) for k, v in ensemble.items()})
-              if exp.num_seeds > 1 else None)
+  per_seed = [
+    summarize({k: float(v[i]) for k, v in metrics.items()})
+    for i in range(exp.num_seeds)
+  ]
+  ensemble = (
+    summarize({k: float(v) for k, v in ensemble.items()})
+    if exp.num_seeds > 1
+    else None
+  )
   return Evaluation(per_seed, ensemble, kept)
 
 
@@ -45,12 +49,16 @@ def add_report(exp, state, result: Evaluation, workdir: str) -> Evaluation:
   if exp.task.report is None or not runtime.is_writer():
     return result
   others = ml_collections.ConfigDict(exp.config.eval.to_dict())
-  others.figure_examples = 0     # the figure shows replica 0
+  others.figure_examples = 0  # the figure shows replica 0
   host_params = sharding.to_host(state.params)
   for i in range(exp.num_seeds):
     metrics, details = exp.task.report(
-        state.apply_fn, programs.replica(host_params, i), exp.keys.eval,
-        exp.config.eval if i == 0 else others, workdir)
+      state.apply_fn,
+      programs.replica(host_params, i),
+      exp.keys.eval,
+      exp.config.eval if i == 0 else others,
+      workdir,
+    )
     if i == 0:
       result.report = details
     if not metrics:
@@ -64,8 +72,12 @@ def seed_statistics(per_seed: List[Metrics]) -> Dict[str, Metrics]:
   stats = {}
   for name in per_seed[0]:
     values = np.array([m[name] for m in per_seed])
-    stats[name] = {'mean': float(values.mean()), 'std': float(values.std()),
-                   'min': float(values.min()), 'max': float(values.max())}
+    stats[name] = {
+      'mean': float(values.mean()),
+      'std': float(values.std()),
+      'min': float(values.min()),
+      'max': float(values.max()),
+    }
   return stats
 
 
@@ -76,11 +88,13 @@ def mean_over_seeds(per_seed: List[Metrics]) -> Metrics:
 
 
 def all_finite(metrics: Metrics) -> bool:
-  return all(np.isfinite(v) for v in metrics.values()
-             if isinstance(v, (int, float)))
+  return all(
+    np.isfinite(v) for v in metrics.values() if isinstance(v, (int, float))
+  )
 
 
 def describe(metrics: Metrics) -> str:
   """``name=value`` pairs, 5 significant digits."""
-  return ', '.join(f'{k}={v:.5g}' for k, v in metrics.items()
-                   if isinstance(v, (int, float)))
+  return ', '.join(
+    f'{k}={v:.5g}' for k, v in metrics.items() if isinstance(v, (int, float))
+  )

@@ -46,7 +46,9 @@ def right_angle_error(corners):
   corners = np.asarray(corners, np.float64)
   to_previous = np.roll(corners, 1, axis=1) - corners
   to_next = np.roll(corners, -1, axis=1) - corners
-  norms = np.linalg.norm(to_previous, axis=-1) * np.linalg.norm(to_next, axis=-1)
+  norms = np.linalg.norm(to_previous, axis=-1) * np.linalg.norm(
+    to_next, axis=-1
+  )
   cos = (to_previous * to_next).sum(-1) / np.maximum(norms, 1e-12)
   angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
   return np.abs(angles - 90.0).mean(-1)
@@ -58,9 +60,15 @@ def nearest_rectangle(corners):
   width = (corners[:, 1, 0] + corners[:, 2, 0]) / 2
   height = (corners[:, 2, 1] + corners[:, 3, 1]) / 2
   zeros = np.zeros_like(width)
-  return np.stack([np.stack([zeros, zeros], -1), np.stack([width, zeros], -1),
-                   np.stack([width, height], -1), np.stack([zeros, height], -1)],
-                  axis=1)
+  return np.stack(
+    [
+      np.stack([zeros, zeros], -1),
+      np.stack([width, zeros], -1),
+      np.stack([width, height], -1),
+      np.stack([zeros, height], -1),
+    ],
+    axis=1,
+  )
 
 
 def corner_error(corners):

@@ -58,7 +58,7 @@ def keras_lstm_bias_init(key, shape, dtype=jnp.float32):
   del key
   (four_h,) = shape
   h = four_h // 4
-  return jnp.zeros(shape, dtype).at[h:2 * h].set(1.0)
+  return jnp.zeros(shape, dtype).at[h : 2 * h].set(1.0)
 
 
 def _mask_step(valid, new_carry, old_carry, output):
@@ -66,8 +66,9 @@ def _mask_step(valid, new_carry, old_carry, output):
   if valid is None:
     return new_carry, output
   keep = valid[:, None]
-  carry = jax.tree_util.tree_map(lambda n, o: jnp.where(keep, n, o),
-                                 new_carry, old_carry)
+  carry = jax.tree_util.tree_map(
+    lambda n, o: jnp.where(keep, n, o), new_carry, old_carry
+  )
   return carry, jnp.where(keep, output, 0.0)
 
 
@@ -94,8 +95,10 @@ class LSTMCell(nn.Module):
     recurrent_kernel, recurrent_mask = weights
     h, c = carry
     z = projected + jnp.dot(
-        _recurrent_input(h, recurrent_mask, recurrent_kernel.dtype),
-        recurrent_kernel, preferred_element_type=jnp.float32)
+      _recurrent_input(h, recurrent_mask, recurrent_kernel.dtype),
+      recurrent_kernel,
+      preferred_element_type=jnp.float32,
+    )
     z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
     new_c = nn.sigmoid(z_f) * c + nn.sigmoid(z_i) * jnp.tanh(z_c)
     new_h = nn.sigmoid(z_o) * jnp.tanh(new_c)
@@ -121,19 +124,29 @@ class GRUCell(nn.Module):
     h_in = _recurrent_input(h, recurrent_mask, recurrent_kernel.dtype)
     units = h.shape[-1]
     if self.reset_after:
-      u = jnp.dot(h_in, recurrent_kernel,
-                  preferred_element_type=jnp.float32) + recurrent_bias
+      u = (
+        jnp.dot(h_in, recurrent_kernel, preferred_element_type=jnp.float32)
+        + recurrent_bias
+      )
       u_z, u_r, u_h = jnp.split(u, 3, axis=-1)
       z, r = nn.sigmoid(x_z + u_z), nn.sigmoid(x_r + u_r)
       n = jnp.tanh(x_h + r * u_h)
     else:
-      u = jnp.dot(h_in, recurrent_kernel[:, :2 * units],
-                  preferred_element_type=jnp.float32)
+      u = jnp.dot(
+        h_in,
+        recurrent_kernel[:, : 2 * units],
+        preferred_element_type=jnp.float32,
+      )
       u_z, u_r = jnp.split(u, 2, axis=-1)
       z, r = nn.sigmoid(x_z + u_z), nn.sigmoid(x_r + u_r)
-      n = jnp.tanh(x_h + jnp.dot((r * h_in).astype(recurrent_kernel.dtype),
-                                 recurrent_kernel[:, 2 * units:],
-                                 preferred_element_type=jnp.float32))
+      n = jnp.tanh(
+        x_h
+        + jnp.dot(
+          (r * h_in).astype(recurrent_kernel.dtype),
+          recurrent_kernel[:, 2 * units :],
+          preferred_element_type=jnp.float32,
+        )
+      )
     new_h = z * h + (1.0 - z) * n
     new_h, output = _mask_step(valid, new_h, h, new_h)
     return new_h, (output if self.emit_output else ())
@@ -163,13 +176,17 @@ class _ProjectInScan(nn.Module):
   def __call__(self, carry, step_inputs, weights):
     x, valid = step_inputs
     kernel, input_bias, *weights = weights
-    projected = jnp.dot(x, kernel, preferred_element_type=jnp.float32) + input_bias
-    return self.cell(**dict(self.cell_options))(carry, (projected, valid),
-                                                tuple(weights))
+    projected = (
+      jnp.dot(x, kernel, preferred_element_type=jnp.float32) + input_bias
+    )
+    return self.cell(**dict(self.cell_options))(
+      carry, (projected, valid), tuple(weights)
+    )
 
 
-def hoist_input_projection(mode: str, batch: int, steps: int, features: int,
-                           units: int) -> bool:
+def hoist_input_projection(
+  mode: str, batch: int, steps: int, features: int, units: int
+) -> bool:
   """Whether the input projection runs once for all steps, before the scan.
 
   ``'auto'`` hoists it when inputs are wider than the state (F > H: one
@@ -181,8 +198,9 @@ def hoist_input_projection(mode: str, batch: int, steps: int, features: int,
   if mode == 'auto':
     return features > units or batch * steps <= 64
   if mode not in ('hoisted', 'in_scan'):
-    raise ValueError(f"input_projection={mode!r}: must be 'auto', 'hoisted' "
-                     f"or 'in_scan'")
+    raise ValueError(
+      f"input_projection={mode!r}: must be 'auto', 'hoisted' or 'in_scan'"
+    )
   return mode == 'hoisted'
 
 
@@ -192,8 +210,9 @@ def use_fused_recurrence(recurrence: str, unroll: int, steps: int) -> bool:
   autodiff of straight-line code is as fast; long ones train faster fused,
   see docs/performance.md)."""
   if recurrence not in RECURRENCES:
-    raise ValueError(f'recurrence={recurrence!r}: use one of '
-                     f'{list(RECURRENCES)}')
+    raise ValueError(
+      f'recurrence={recurrence!r}: use one of {list(RECURRENCES)}'
+    )
   if recurrence == 'auto':
     return scan_unroll(unroll, steps) < steps
   return recurrence == 'fused'
@@ -219,11 +238,19 @@ def time_major_inputs(inputs, kernel, hoisted):
     return jnp.swapaxes(inputs, 0, 1).astype(dtype), kernel
   features, gates = kernel.shape
   if gates < features:
-    projected = jnp.einsum('btf,fg->btg', inputs.astype(dtype), kernel,
-                           preferred_element_type=jnp.float32)
+    projected = jnp.einsum(
+      'btf,fg->btg',
+      inputs.astype(dtype),
+      kernel,
+      preferred_element_type=jnp.float32,
+    )
     return jnp.swapaxes(projected, 0, 1), None
-  return jnp.einsum('tbf,fg->tbg', jnp.swapaxes(inputs, 0, 1).astype(dtype),
-                    kernel, preferred_element_type=jnp.float32), None
+  return jnp.einsum(
+    'tbf,fg->tbg',
+    jnp.swapaxes(inputs, 0, 1).astype(dtype),
+    kernel,
+    preferred_element_type=jnp.float32,
+  ), None
 
 
 def _wavefront_matrix(weights):
@@ -238,16 +265,26 @@ def _wavefront_matrix(weights):
     for l, (kernel, recurrent_kernel, _) in enumerate(weights):
       h = sizes[l]
       block = slice(g * h, (g + 1) * h)
-      rows = [recurrent_kernel[:, block] if r == l else
-              kernel[:, block] if r == l - 1 else
-              jnp.zeros((size, h), kernel.dtype)
-              for r, size in enumerate(sizes)]
+      rows = [
+        recurrent_kernel[:, block]
+        if r == l
+        else kernel[:, block]
+        if r == l - 1
+        else jnp.zeros((size, h), kernel.dtype)
+        for r, size in enumerate(sizes)
+      ]
       gates.append(jnp.concatenate(rows, axis=0))
   return jnp.concatenate(gates, axis=1)
 
 
-def lstm_stack_wavefront(inputs, weights, return_sequences=False, unroll=0,
-                         dtype=None, input_projection='auto'):
+def lstm_stack_wavefront(
+  inputs,
+  weights,
+  return_sequences=False,
+  unroll=0,
+  dtype=None,
+  input_projection='auto',
+):
   """A stack of LSTM layers run as a wavefront: iteration i of one loop
   computes step i - l of every layer l at once, so L layers over T steps take
   T + L - 1 sequential iterations instead of L * T, each one matmul of all
@@ -266,24 +303,40 @@ def lstm_stack_wavefront(inputs, weights, return_sequences=False, unroll=0,
   sizes = tuple(u.shape[0] for _, u, _ in weights)
   total, layers = sum(sizes), len(sizes)
   matrix = _wavefront_matrix(weights).astype(dtype)
-  bias = jnp.concatenate([b.reshape(4, -1)[g] for g in range(4)
-                          for _, _, b in weights])
+  bias = jnp.concatenate(
+    [b.reshape(4, -1)[g] for g in range(4) for _, _, b in weights]
+  )
   # Layer 0's kernel in its columns of each gate, zeros in the others'.
-  kernel = jnp.pad(weights[0][0].reshape(features, 4, sizes[0]),
-                   ((0, 0), (0, 0), (0, total - sizes[0]))
-                   ).reshape(features, 4 * total).astype(dtype)
+  kernel = (
+    jnp.pad(
+      weights[0][0].reshape(features, 4, sizes[0]),
+      ((0, 0), (0, 0), (0, total - sizes[0])),
+    )
+    .reshape(features, 4 * total)
+    .astype(dtype)
+  )
   x, kernel = time_major_inputs(
-      inputs, kernel, hoist_input_projection(input_projection, batch, steps,
-                                             features, sizes[0]))
+    inputs,
+    kernel,
+    hoist_input_projection(input_projection, batch, steps, features, sizes[0]),
+  )
   # L - 1 more steps of zeros: the iterations that finish the upper layers.
   x = jnp.pad(x, ((0, layers - 1), (0, 0), (0, 0)))
   zeros = jnp.zeros((batch, total), jnp.float32)
   hs, h_last, _ = recurrence.lstm_recurrence(
-      x, kernel, bias, matrix, zeros, zeros, sizes,
-      scan_unroll(unroll, steps + layers - 1), return_sequences)
+    x,
+    kernel,
+    bias,
+    matrix,
+    zeros,
+    zeros,
+    sizes,
+    scan_unroll(unroll, steps + layers - 1),
+    return_sequences,
+  )
   if not return_sequences:
-    return h_last[:, total - sizes[-1]:]
-  return jnp.swapaxes(hs[layers - 1:, :, total - sizes[-1]:], 0, 1)
+    return h_last[:, total - sizes[-1] :]
+  return jnp.swapaxes(hs[layers - 1 :, :, total - sizes[-1] :], 0, 1)
 
 
 class _Recurrent(nn.Module):
@@ -299,70 +352,106 @@ class _Recurrent(nn.Module):
 
   def _check(self, inputs):
     if inputs.ndim != 3:
-      raise ValueError(f'{type(self).__name__} expects batch-major inputs of '
-                       f'shape (B, T, F); got {inputs.shape}')
+      raise ValueError(
+        f'{type(self).__name__} expects batch-major inputs of '
+        f'shape (B, T, F); got {inputs.shape}'
+      )
     for name in ('dropout', 'recurrent_dropout'):
       rate = getattr(self, name)
       if not 0.0 <= rate < 1.0:
-        raise ValueError(f'{type(self).__name__}.{name}={rate!r}: must be in '
-                         f'[0, 1)')
+        raise ValueError(
+          f'{type(self).__name__}.{name}={rate!r}: must be in [0, 1)'
+        )
 
   def _dropout_mask(self, rate, shape, deterministic):
     """A (B, n) mask of 0 and 1/(1 - rate), one per sequence, or None."""
     if rate == 0.0:
       return None
-    deterministic = nn.merge_param('deterministic', self.deterministic,
-                                   deterministic)
+    deterministic = nn.merge_param(
+      'deterministic', self.deterministic, deterministic
+    )
     if deterministic:
       return None
     keep = jax.random.bernoulli(self.make_rng('dropout'), 1.0 - rate, shape)
     return keep.astype(jnp.float32) / (1.0 - rate)
 
-  def _run(self, cell, inputs, kernel, input_bias, weights, initial_carry,
-           seq_lengths, deterministic):
+  def _run(
+    self,
+    cell,
+    inputs,
+    kernel,
+    input_bias,
+    weights,
+    initial_carry,
+    seq_lengths,
+    deterministic,
+  ):
     """Projects inputs, scans ``cell`` over time; returns (outputs, carry)."""
     batch, steps, features = inputs.shape
     dtype = self.dtype or inputs.dtype
-    input_mask = self._dropout_mask(self.dropout, (batch, features),
-                                    deterministic)
+    input_mask = self._dropout_mask(
+      self.dropout, (batch, features), deterministic
+    )
     if input_mask is not None:
       self.sow('intermediates', 'input_dropout_mask', input_mask)
       inputs = inputs * input_mask[:, None, :]
-    recurrent_mask = self._dropout_mask(self.recurrent_dropout,
-                                        (batch, self.units), deterministic)
+    recurrent_mask = self._dropout_mask(
+      self.recurrent_dropout, (batch, self.units), deterministic
+    )
     if recurrent_mask is not None:
       self.sow('intermediates', 'recurrent_dropout_mask', recurrent_mask)
     if self._fused(steps) and seq_lengths is None and recurrent_mask is None:
-      return self._run_fused(inputs, kernel, input_bias, weights[0],
-                             initial_carry)
-    hoisted = hoist_input_projection(self.input_projection, batch, steps,
-                                     features, self.units)
+      return self._run_fused(
+        inputs, kernel, input_bias, weights[0], initial_carry
+      )
+    hoisted = hoist_input_projection(
+      self.input_projection, batch, steps, features, self.units
+    )
     if hoisted:
       # All time steps' input projections in one (B*T, F) x (F, G) matmul.
-      projected = jnp.einsum('btf,fg->btg', inputs.astype(dtype),
-                             kernel.astype(dtype),
-                             preferred_element_type=jnp.float32) + input_bias
+      projected = (
+        jnp.einsum(
+          'btf,fg->btg',
+          inputs.astype(dtype),
+          kernel.astype(dtype),
+          preferred_element_type=jnp.float32,
+        )
+        + input_bias
+      )
       scanned_cell, options = cell, self._cell_options()
     else:
-      projected = inputs.astype(dtype)   # each step projects its own x_t
+      projected = inputs.astype(dtype)  # each step projects its own x_t
       weights = (kernel.astype(dtype), input_bias) + tuple(weights)
       scanned_cell = _ProjectInScan
-      options = {'cell': cell, 'cell_options': tuple(sorted(
-          dict(self._cell_options(), emit_output=self.return_sequences).items()))}
+      options = {
+        'cell': cell,
+        'cell_options': tuple(
+          sorted(
+            dict(
+              self._cell_options(), emit_output=self.return_sequences
+            ).items()
+          )
+        ),
+      }
     valid = None
     if seq_lengths is not None:
       seq_lengths = jnp.asarray(seq_lengths, jnp.int32)
-      valid = jnp.arange(steps)[None, :] < seq_lengths[:, None]   # (B, T)
+      valid = jnp.arange(steps)[None, :] < seq_lengths[:, None]  # (B, T)
     if self.reverse:
       projected = reverse_valid(projected, seq_lengths)
-    scan = nn.scan(scanned_cell, variable_broadcast='params',
-                   split_rngs={'params': False},
-                   in_axes=(1, nn.broadcast), out_axes=1,
-                   unroll=scan_unroll(self.unroll, steps))
+    scan = nn.scan(
+      scanned_cell,
+      variable_broadcast='params',
+      split_rngs={'params': False},
+      in_axes=(1, nn.broadcast),
+      out_axes=1,
+      unroll=scan_unroll(self.unroll, steps),
+    )
     if hoisted:
       options = dict(options, emit_output=self.return_sequences)
     carry, outputs = scan(name='cell', **options)(
-        initial_carry, (projected, valid), tuple(weights) + (recurrent_mask,))
+      initial_carry, (projected, valid), tuple(weights) + (recurrent_mask,)
+    )
     if self.return_sequences and self.reverse:
       outputs = reverse_valid(outputs, seq_lengths)
     if not self.return_sequences:
@@ -377,21 +466,31 @@ class _Recurrent(nn.Module):
     del steps
     return False
 
-  def _run_fused(self, inputs, kernel, input_bias, recurrent_kernel,
-                 initial_carry):
+  def _run_fused(
+    self, inputs, kernel, input_bias, recurrent_kernel, initial_carry
+  ):
     """The LSTM through ``recurrence.lstm_recurrence`` (no padding masks, no
     recurrent dropout): same results as the scan, a hand-written gradient."""
     batch, steps, features = inputs.shape
     dtype = self.dtype or inputs.dtype
-    hoisted = hoist_input_projection(self.input_projection, batch, steps,
-                                     features, self.units)
+    hoisted = hoist_input_projection(
+      self.input_projection, batch, steps, features, self.units
+    )
     x, kernel = time_major_inputs(inputs, kernel.astype(dtype), hoisted)
     if self.reverse:
       x = jnp.flip(x, axis=0)
     h0, c0 = initial_carry
     hs, h, c = recurrence.lstm_recurrence(
-        x, kernel, input_bias, recurrent_kernel, h0, c0, None,
-        scan_unroll(self.unroll, steps), self.return_sequences)
+      x,
+      kernel,
+      input_bias,
+      recurrent_kernel,
+      h0,
+      c0,
+      None,
+      scan_unroll(self.unroll, steps),
+      self.return_sequences,
+    )
     if not self.return_sequences:
       return h, (h, c)
     if self.reverse:
@@ -457,10 +556,13 @@ class LSTM(_Recurrent):
     return use_fused_recurrence(self.recurrence, self.unroll, steps)
 
   @nn.compact
-  def __call__(self, inputs: Array,
-               initial_carry: Optional[Tuple[Array, Array]] = None,
-               seq_lengths: Optional[Array] = None,
-               deterministic: Optional[bool] = None):
+  def __call__(
+    self,
+    inputs: Array,
+    initial_carry: Optional[Tuple[Array, Array]] = None,
+    seq_lengths: Optional[Array] = None,
+    deterministic: Optional[bool] = None,
+  ):
     """inputs: (B, T, F).  initial_carry: optional ``(h, c)``, each (B, H).
 
     seq_lengths: optional (B,) int, the number of valid (leading) steps of each
@@ -472,17 +574,25 @@ class LSTM(_Recurrent):
     batch, _, features = inputs.shape
     h4 = 4 * self.units
     kernel = self.param('kernel', self.kernel_init, (features, h4))
-    recurrent_kernel = self.param('recurrent_kernel', self.recurrent_kernel_init,
-                                  (self.units, h4))
+    recurrent_kernel = self.param(
+      'recurrent_kernel', self.recurrent_kernel_init, (self.units, h4)
+    )
     bias = self.param('bias', self.bias_init, (h4,))
     if initial_carry is None:
       zeros = jnp.zeros((batch, self.units), jnp.float32)
       initial_carry = (zeros, zeros)
     initial_carry = tuple(jnp.asarray(x, jnp.float32) for x in initial_carry)
     dtype = self.dtype or inputs.dtype
-    outputs, carry = self._run(LSTMCell, inputs, kernel, bias,
-                               (recurrent_kernel.astype(dtype),), initial_carry,
-                               seq_lengths, deterministic)
+    outputs, carry = self._run(
+      LSTMCell,
+      inputs,
+      kernel,
+      bias,
+      (recurrent_kernel.astype(dtype),),
+      initial_carry,
+      seq_lengths,
+      deterministic,
+    )
     return (outputs, carry) if self.return_state else outputs
 
 
@@ -495,10 +605,13 @@ class LSTMWeights(LSTM):
   @nn.compact
   def __call__(self, features: int):  # pylint: disable=arguments-differ
     h4 = 4 * self.units
-    return (self.param('kernel', self.kernel_init, (features, h4)),
-            self.param('recurrent_kernel', self.recurrent_kernel_init,
-                       (self.units, h4)),
-            self.param('bias', self.bias_init, (h4,)))
+    return (
+      self.param('kernel', self.kernel_init, (features, h4)),
+      self.param(
+        'recurrent_kernel', self.recurrent_kernel_init, (self.units, h4)
+      ),
+      self.param('bias', self.bias_init, (h4,)),
+    )
 
 
 class GRU(_Recurrent):
@@ -523,17 +636,22 @@ class GRU(_Recurrent):
   reset_after: bool = True
 
   @nn.compact
-  def __call__(self, inputs: Array, initial_carry: Optional[Array] = None,
-               seq_lengths: Optional[Array] = None,
-               deterministic: Optional[bool] = None):
+  def __call__(
+    self,
+    inputs: Array,
+    initial_carry: Optional[Array] = None,
+    seq_lengths: Optional[Array] = None,
+    deterministic: Optional[bool] = None,
+  ):
     """inputs: (B, T, F); initial_carry: optional ``h`` (B, H); seq_lengths:
     as :meth:`LSTM.__call__`."""
     self._check(inputs)
     batch, _, features = inputs.shape
     h3 = 3 * self.units
     kernel = self.param('kernel', self.kernel_init, (features, h3))
-    recurrent_kernel = self.param('recurrent_kernel', self.recurrent_kernel_init,
-                                  (self.units, h3))
+    recurrent_kernel = self.param(
+      'recurrent_kernel', self.recurrent_kernel_init, (self.units, h3)
+    )
     if self.reset_after:
       bias = self.param('bias', self.bias_init, (2, h3))
       input_bias, recurrent_bias = bias[0], bias[1]
@@ -545,9 +663,15 @@ class GRU(_Recurrent):
     initial_carry = jnp.asarray(initial_carry, jnp.float32)
     dtype = self.dtype or inputs.dtype
     outputs, carry = self._run(
-        GRUCell, inputs, kernel, input_bias,
-        (recurrent_kernel.astype(dtype), recurrent_bias), initial_carry,
-        seq_lengths, deterministic)
+      GRUCell,
+      inputs,
+      kernel,
+      input_bias,
+      (recurrent_kernel.astype(dtype), recurrent_bias),
+      initial_carry,
+      seq_lengths,
+      deterministic,
+    )
     return (outputs, carry) if self.return_state else outputs
 
   def _cell_options(self):
@@ -567,8 +691,9 @@ def merge(mode, forward, backward):
     return (forward + backward) / 2
   if mode == 'multiply':
     return forward * backward
-  raise ValueError(f'merge_mode={mode!r} is unknown; use one of '
-                   f'{list(MERGE_MODES)}')
+  raise ValueError(
+    f'merge_mode={mode!r} is unknown; use one of {list(MERGE_MODES)}'
+  )
 
 
 class Bidirectional(nn.Module):
@@ -599,25 +724,37 @@ class Bidirectional(nn.Module):
   layer_options: Optional[dict] = None
 
   @nn.compact
-  def __call__(self, inputs, initial_carry=None, seq_lengths=None,
-               deterministic=None):
+  def __call__(
+    self, inputs, initial_carry=None, seq_lengths=None, deterministic=None
+  ):
     """inputs (B, T, F); initial_carry: optional (forward, backward) carries."""
     if self.merge_mode not in MERGE_MODES:
-      raise ValueError(f'Bidirectional.merge_mode={self.merge_mode!r} is '
-                       f'unknown; use one of {list(MERGE_MODES)}')
+      raise ValueError(
+        f'Bidirectional.merge_mode={self.merge_mode!r} is '
+        f'unknown; use one of {list(MERGE_MODES)}'
+      )
     if self.cell not in RECURRENT_LAYERS:
-      raise ValueError(f'Bidirectional.cell={self.cell!r} is unknown; use one '
-                       f'of {sorted(RECURRENT_LAYERS)}')
+      raise ValueError(
+        f'Bidirectional.cell={self.cell!r} is unknown; use one '
+        f'of {sorted(RECURRENT_LAYERS)}'
+      )
     layer = RECURRENT_LAYERS[self.cell]
     options = dict(self.layer_options or {})
     carries = (None, None) if initial_carry is None else initial_carry
     results = []
-    for name, reverse, carry in zip(('forward', 'backward'), (False, True),
-                                    carries):
-      results.append(layer(self.units, return_sequences=self.return_sequences,
-                           return_state=True, reverse=reverse, name=name,
-                           **options)(inputs, carry, seq_lengths,
-                                      deterministic=deterministic))
+    for name, reverse, carry in zip(
+      ('forward', 'backward'), (False, True), carries
+    ):
+      results.append(
+        layer(
+          self.units,
+          return_sequences=self.return_sequences,
+          return_state=True,
+          reverse=reverse,
+          name=name,
+          **options,
+        )(inputs, carry, seq_lengths, deterministic=deterministic)
+      )
     (forward, forward_carry), (backward, backward_carry) = results
     outputs = merge(self.merge_mode, forward, backward)
     if self.return_state:

@@ -37,12 +37,13 @@ except ImportError:  # older jax
   from jax import core as _core  # pylint: disable=g-import-not-at-top
 
 GiB = 2**30
-_LOOPS = ('scan', 'while')   # bodies reuse their memory every iteration
+_LOOPS = ('scan', 'while')  # bodies reuse their memory every iteration
 
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
   """Bytes on one device (see the module docstring), and what it has."""
+
   state_bytes: int
   batch_bytes: int
   train_step_bytes: int
@@ -57,14 +58,14 @@ class Estimate:
     return max(0, self.train_step_bytes - self.state_bytes - self.batch_bytes)
 
   def __str__(self):
-    sizes = (f'state {_gib(self.state_bytes)}, batch '
-             f'{_gib(self.batch_bytes)}')
-    if not self.train_step_bytes:   # check_fits skipped the step's trace
-      return (f'{sizes}: far below the {_gib(self.limit_bytes)} of '
-              f'{self.device}')
-    return (f'about {_gib(max(self.train_step_bytes, self.eval_bytes))} of '
-            f'{_gib(self.limit_bytes)} ({self.device}): {sizes}, activations '
-            f'{_gib(self.activation_bytes)}, eval {_gib(self.eval_bytes)}')
+    sizes = f'state {_gib(self.state_bytes)}, batch {_gib(self.batch_bytes)}'
+    if not self.train_step_bytes:  # check_fits skipped the step's trace
+      return f'{sizes}: far below the {_gib(self.limit_bytes)} of {self.device}'
+    return (
+      f'about {_gib(max(self.train_step_bytes, self.eval_bytes))} of '
+      f'{_gib(self.limit_bytes)} ({self.device}): {sizes}, activations '
+      f'{_gib(self.activation_bytes)}, eval {_gib(self.eval_bytes)}'
+    )
 
 
 def _gib(n: int) -> str:
@@ -79,10 +80,10 @@ def nbytes(tree) -> int:
 def _aval_bytes(aval) -> int:
   shape, dtype = getattr(aval, 'shape', None), getattr(aval, 'dtype', None)
   if shape is None or dtype is None:
-    return 0   # tokens and the like
+    return 0  # tokens and the like
   try:
     itemsize = np.dtype(dtype).itemsize
-  except TypeError:   # PRNG key arrays: two uint32 words per key
+  except TypeError:  # PRNG key arrays: two uint32 words per key
     itemsize = getattr(dtype, 'itemsize', 8)
   return math.prod(shape) * itemsize
 
@@ -122,16 +123,17 @@ def peak_bytes(jaxpr, count_inputs: bool = True) -> int:
   for i, eqn in enumerate(jaxpr.eqns):
     outs = [v for v in eqn.outvars if not isinstance(v, _core.DropVar)]
     out = sum(_aval_bytes(v.aval) for v in outs)
-    inner = max((peak_bytes(j, count_inputs=False) for j in _subjaxprs(eqn)),
-                default=0)
+    inner = max(
+      (peak_bytes(j, count_inputs=False) for j in _subjaxprs(eqn)), default=0
+    )
     if eqn.primitive.name in _LOOPS:
       peak = max(peak, live + out + inner)
-    else:   # the nested program's peak includes its outputs
+    else:  # the nested program's peak includes its outputs
       peak = max(peak, live + max(out, inner))
     for v in outs:
       counted.add(v)
       live += _aval_bytes(v.aval)
-      if v not in last_use:        # never read: freed at once
+      if v not in last_use:  # never read: freed at once
         live -= _aval_bytes(v.aval)
     for v in dying[i]:
       if v in counted:
@@ -151,27 +153,38 @@ def device_memory(device=None):
   if stats and stats.get('bytes_limit'):
     return int(stats['bytes_limit']), f'{device.platform} device memory'
   ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-  for path in ('/sys/fs/cgroup/memory.max',
-               '/sys/fs/cgroup/memory/memory.limit_in_bytes'):
+  for path in (
+    '/sys/fs/cgroup/memory.max',
+    '/sys/fs/cgroup/memory/memory.limit_in_bytes',
+  ):
     try:
       with open(path) as f:
         ram = min(ram, int(f.read().strip()))
-    except (OSError, ValueError):   # absent, or 'max'
+    except (OSError, ValueError):  # absent, or 'max'
       pass
-  shared_by = max(1, sum(d.platform == device.platform
-                         for d in jax.local_devices()))
+  shared_by = max(
+    1, sum(d.platform == device.platform for d in jax.local_devices())
+  )
   what = 'memory' if shared_by == 1 else f'memory / {shared_by} CPU devices'
   return ram // shared_by, what
 
 
 def _refuse(needed: int, limit: int, device: str, parts: str, lower: str):
   raise validation.ConfigError(
-      f'the config needs about {_gib(needed)} on one device ({parts}), more '
-      f'than its {_gib(limit)} of {device}: lower {lower}')
+    f'the config needs about {_gib(needed)} on one device ({parts}), more '
+    f'than its {_gib(limit)} of {device}: lower {lower}'
+  )
 
 
-def _clearly_fits(config, example, state_bytes, train_batch_bytes,
-                  eval_batch_bytes, batch, limit) -> bool:
+def _clearly_fits(
+  config,
+  example,
+  state_bytes,
+  train_batch_bytes,
+  eval_batch_bytes,
+  batch,
+  limit,
+) -> bool:
   """A generous bound on a step's activations from sizes alone (every input
   and every recurrent unit's value at every step, 16 times over) far below
   the device's memory: the per-step trace (the slow part) is not needed."""
@@ -182,8 +195,14 @@ def _clearly_fits(config, example, state_bytes, train_batch_bytes,
   return state_bytes * 4 + rough < limit / 20
 
 
-def check_fits(model, task, tx, config, num_devices: Optional[int] = None,
-               precise: bool = False) -> Estimate:
+def check_fits(
+  model,
+  task,
+  tx,
+  config,
+  num_devices: Optional[int] = None,
+  precise: bool = False,
+) -> Estimate:
   """Estimates the memory one device needs to train and evaluate ``config``
   and raises ``validation.ConfigError`` (sizes in GiB, the field to lower)
   when it exceeds the device's memory.  Traces, never compiles: returns in
@@ -212,60 +231,100 @@ def check_fits(model, task, tx, config, num_devices: Optional[int] = None,
   key = jax.random.key(0)
   example, _ = jax.eval_shape(lambda: task.generate(key, 1))
   params = jax.eval_shape(model.init, key, example)['params']
-  state = jax.eval_shape(lambda p: programs.TrainState.create(
-      apply_fn=model.apply, params=p, tx=tx), params)
+  state = jax.eval_shape(
+    lambda p: programs.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
+    params,
+  )
   state_bytes = seeds * nbytes((state.params, state.opt_state, state.step))
   params_bytes = seeds * nbytes(state.params)
   lower_model = 'config.model.layer_sizes' + (
-      ' or config.num_seeds' if seeds > 1 else '')
+    ' or config.num_seeds' if seeds > 1 else ''
+  )
   if state_bytes > limit:
-    _refuse(state_bytes, limit, device, f'parameters and optimizer state '
-            f'{_gib(state_bytes)} for {seeds} seed(s)', lower_model)
+    _refuse(
+      state_bytes,
+      limit,
+      device,
+      f'parameters and optimizer state {_gib(state_bytes)} for {seeds} seed(s)',
+      lower_model,
+    )
 
   def batch_bytes(n):
-    return seeds * nbytes(jax.eval_shape(
-        lambda: task.generate(jax.random.key(0), n)))
+    return seeds * nbytes(
+      jax.eval_shape(lambda: task.generate(jax.random.key(0), n))
+    )
 
   train_batch_bytes = batch_bytes(batch)
   if state_bytes + train_batch_bytes > limit:
-    _refuse(state_bytes + train_batch_bytes, limit, device,
-            f'state {_gib(state_bytes)}, one training batch '
-            f'{_gib(train_batch_bytes)}', 'config.train.batch_size')
+    _refuse(
+      state_bytes + train_batch_bytes,
+      limit,
+      device,
+      f'state {_gib(state_bytes)}, one training batch '
+      f'{_gib(train_batch_bytes)}',
+      'config.train.batch_size',
+    )
   eval_batch_bytes = batch_bytes(eval_batch)
   if state_bytes + eval_batch_bytes > limit:
-    _refuse(state_bytes + eval_batch_bytes, limit, device,
-            f'state {_gib(state_bytes)}, one eval batch '
-            f'{_gib(eval_batch_bytes)}', 'config.eval.batch_size (and '
-            'config.eval.num_examples, a multiple of it)')
+    _refuse(
+      state_bytes + eval_batch_bytes,
+      limit,
+      device,
+      f'state {_gib(state_bytes)}, one eval batch {_gib(eval_batch_bytes)}',
+      'config.eval.batch_size (and config.eval.num_examples, a multiple of it)',
+    )
 
-  if not precise and _clearly_fits(config, example, state_bytes,
-                                   train_batch_bytes, eval_batch_bytes, batch,
-                                   limit):
-    return Estimate(state_bytes, train_batch_bytes, 0, eval_batch_bytes, 0,
-                    limit, device)
+  if not precise and _clearly_fits(
+    config,
+    example,
+    state_bytes,
+    train_batch_bytes,
+    eval_batch_bytes,
+    batch,
+    limit,
+  ):
+    return Estimate(
+      state_bytes, train_batch_bytes, 0, eval_batch_bytes, 0, limit, device
+    )
   step = programs.make_train_step(task, batch)
   train_step_bytes = seeds * peak_bytes(
-      jax.make_jaxpr(step)(state, key, key).jaxpr)
+    jax.make_jaxpr(step)(state, key, key).jaxpr
+  )
   if train_step_bytes > limit:
-    _refuse(train_step_bytes, limit, device,
-            f'state {_gib(state_bytes)}, one training batch '
-            f'{_gib(train_batch_bytes)} and the activations and gradients of '
-            f'one step {_gib(train_step_bytes - state_bytes - train_batch_bytes)}',
-            lower_model if 2 * state_bytes > limit else
-            'config.train.batch_size')
+    _refuse(
+      train_step_bytes,
+      limit,
+      device,
+      f'state {_gib(state_bytes)}, one training batch '
+      f'{_gib(train_batch_bytes)} and the activations and gradients of '
+      f'one step {_gib(train_step_bytes - state_bytes - train_batch_bytes)}',
+      lower_model if 2 * state_bytes > limit else 'config.train.batch_size',
+    )
 
   evaluate = programs.make_evaluate(task, eval_batch, eval_batch)
   replicas = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct((seeds,) + x.shape, x.dtype),
-      state.params)
-  eval_bytes = (state_bytes - params_bytes) + peak_bytes(jax.make_jaxpr(
-      lambda params, key: evaluate(model.apply, params, key))(
-          replicas, key).jaxpr)
+    lambda x: jax.ShapeDtypeStruct((seeds,) + x.shape, x.dtype), state.params
+  )
+  eval_bytes = (state_bytes - params_bytes) + peak_bytes(
+    jax.make_jaxpr(lambda params, key: evaluate(model.apply, params, key))(
+      replicas, key
+    ).jaxpr
+  )
   if eval_bytes > limit:
-    _refuse(eval_bytes, limit, device,
-            f'state {_gib(state_bytes)}, one eval batch '
-            f'{_gib(eval_batch_bytes)} and its activations',
-            'config.eval.batch_size (and config.eval.num_examples, a multiple '
-            'of it)')
-  return Estimate(state_bytes, train_batch_bytes, train_step_bytes,
-                  eval_batch_bytes, eval_bytes, limit, device)
+    _refuse(
+      eval_bytes,
+      limit,
+      device,
+      f'state {_gib(state_bytes)}, one eval batch '
+      f'{_gib(eval_batch_bytes)} and its activations',
+      'config.eval.batch_size (and config.eval.num_examples, a multiple of it)',
+    )
+  return Estimate(
+    state_bytes,
+    train_batch_bytes,
+    train_step_bytes,
+    eval_batch_bytes,
+    eval_bytes,
+    limit,
+    device,
+  )

@@ -20,7 +20,9 @@ def read_metrics(workdir):
   ``<workdir>/metrics.jsonl`` (a truncated last line is skipped)."""
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: is {workdir} a run workdir?')
+    raise FileNotFoundError(
+      f'{path} does not exist: is {workdir} a run workdir?'
+    )
   records = []
   with open(path) as f:
     for line in f:
@@ -41,24 +43,35 @@ def learning_curve(workdir):
   train, validation, final = read_metrics(workdir)
   fig = Figure(figsize=(7, 4))
   ax = fig.subplots()
-  ax.plot([r['step'] for r in train], [r['train_loss'] for r in train], '-',
-          label='training loss (mean over each logged window)')
+  ax.plot(
+    [r['step'] for r in train],
+    [r['train_loss'] for r in train],
+    '-',
+    label='training loss (mean over each logged window)',
+  )
   if validation:
-    ax.plot([r['step'] for r in validation],
-            [r['eval/loss'] for r in validation], 'o-', markersize=3,
-            label='validation loss')
+    ax.plot(
+      [r['step'] for r in validation],
+      [r['eval/loss'] for r in validation],
+      'o-',
+      markersize=3,
+      label='validation loss',
+    )
   ax.set_xlabel('step')
   ax.set_ylabel('loss')
   losses = [r['train_loss'] for r in train] + [
-      r['eval/loss'] for r in validation]
+    r['eval/loss'] for r in validation
+  ]
   if losses and all(v > 0 for v in losses):
     ax.set_yscale('log')
   ax.grid(alpha=0.3, which='both')
   title = os.path.basename(os.path.normpath(workdir))
   if final:
     title += '  |  final: ' + ', '.join(
-        f'{k[6:]}={v:.4g}' for k, v in final.items()
-        if k.startswith('final/') and isinstance(v, (int, float)))
+      f'{k[6:]}={v:.4g}'
+      for k, v in final.items()
+      if k.startswith('final/') and isinstance(v, (int, float))
+    )
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -74,8 +87,10 @@ def main(argv):
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
   except ImportError:
-    print("error: matplotlib is not installed: pip install -e '.[plot]'",
-          file=sys.stderr)
+    print(
+      "error: matplotlib is not installed: pip install -e '.[plot]'",
+      file=sys.stderr,
+    )
     return 2
   for workdir in argv[1:]:
     try:

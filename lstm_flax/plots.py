@@ -25,16 +25,23 @@ def forecast_figure(workdir, inputs, targets, predictions):
     ax.plot(t_out, targets[i], 'o-', color='tab:blue', label='true next values')
     ax.plot(t_out, predictions[i], 'x--', color='tab:red', label='predicted')
     mae = np.abs(predictions[i] - targets[i]).mean()
-    ax.set_title(f'held-out sequence {i}: MAE of the forecast {mae:.4f}', fontsize=9)
+    ax.set_title(
+      f'held-out sequence {i}: MAE of the forecast {mae:.4f}', fontsize=9
+    )
     ax.set_ylabel('f(i)')
     ax.grid(alpha=0.3)
   axes[0, 0].legend(loc='upper right', fontsize=8)
   axes[-1, 0].set_xlabel('time step i')
   # Fixed margins: tight_layout measures every text box, a large share of
   # drawing the figure.
-  height = 2.2 * n   # inches: room for the x label below, a title above
-  fig.subplots_adjust(left=0.09, right=0.98, bottom=0.5 / height,
-                      top=1 - 0.3 / height, hspace=0.35)
+  height = 2.2 * n  # inches: room for the x label below, a title above
+  fig.subplots_adjust(
+    left=0.09,
+    right=0.98,
+    bottom=0.5 / height,
+    top=1 - 0.3 / height,
+    hspace=0.35,
+  )
   path = os.path.join(workdir, 'forecast.png')
   fig.savefig(path, dpi=100)
   return path
@@ -59,8 +66,11 @@ def moving_line_figure(workdir, frames, labels, predictions):
       if i == 0:
         ax.set_title(f'frame {step}', fontsize=9)
     ok = 'ok' if labels[i] == predictions[i] else 'WRONG'
-    axes[i, 0].set_ylabel(f'true {names[int(labels[i])]}\npredicted '
-                          f'{names[int(predictions[i])]} ({ok})', fontsize=8)
+    axes[i, 0].set_ylabel(
+      f'true {names[int(labels[i])]}\npredicted '
+      f'{names[int(predictions[i])]} ({ok})',
+      fontsize=8,
+    )
   fig.tight_layout()
   path = os.path.join(workdir, 'moving_line.png')
   fig.savefig(path, dpi=100)
@@ -72,6 +82,7 @@ def rectangles_figure(workdir, generated, completed, true_corners):
   (n, 4, 2) from (0, 0) and a held-out first edge, with ``true_corners``
   (n, 4, 2) of those held-out rectangles -> rectangles.png."""
   from lstm_flax import generation  # pylint: disable=g-import-not-at-top
+
   n = completed.shape[0]
   fig = Figure(figsize=(2.6 * (n + 1), 2.9))
   axes = fig.subplots(1, n + 1, squeeze=False)
@@ -81,14 +92,18 @@ def rectangles_figure(workdir, generated, completed, true_corners):
     if truth is not None:
       t = np.concatenate([truth, truth[:1]])
       ax.plot(t[:, 0], t[:, 1], '--', color='0.6', label='held-out rectangle')
-    ax.plot(closed[:, 0], closed[:, 1], 'o-', color='tab:red', label='generated')
+    ax.plot(
+      closed[:, 0], closed[:, 1], 'o-', color='tab:red', label='generated'
+    )
     for k, (x, y) in enumerate(corners):
-      ax.annotate(str(k), (x, y), textcoords='offset points', xytext=(3, 3),
-                  fontsize=7)
+      ax.annotate(
+        str(k), (x, y), textcoords='offset points', xytext=(3, 3), fontsize=7
+      )
     angle = generation.right_angle_error(corners[None])[0]
     error = generation.corner_error(corners[None])[0]
-    ax.set_title(f'{title}\nangle err {angle:.1f} deg, corner err {error:.3f}',
-                 fontsize=8)
+    ax.set_title(
+      f'{title}\nangle err {angle:.1f} deg, corner err {error:.3f}', fontsize=8
+    )
     ax.set_xlim(-0.1, 1.1)
     ax.set_ylim(-0.1, 1.1)
     ax.set_aspect('equal')
@@ -96,8 +111,12 @@ def rectangles_figure(workdir, generated, completed, true_corners):
 
   draw(axes[0, 0], generated, 'from (0,0) alone')
   for i in range(n):
-    draw(axes[0, i + 1], completed[i], f'from (0,0), (w,0): held-out {i}',
-         true_corners[i])
+    draw(
+      axes[0, i + 1],
+      completed[i],
+      f'from (0,0), (w,0): held-out {i}',
+      true_corners[i],
+    )
   axes[0, -1].legend(loc='upper right', fontsize=7)
   fig.tight_layout()
   path = os.path.join(workdir, 'rectangles.png')

@@ -56,7 +56,9 @@ def _hash_iota(key, shape):
   shape = tuple(shape)
   size = int(np.prod(shape, dtype=np.int64))
   if size >= 2**32:
-    raise NotImplementedError(f'{size} random values at once (at most 2**32 - 1)')
+    raise NotImplementedError(
+      f'{size} random values at once (at most 2**32 - 1)'
+    )
   low = lax.iota(np.uint32, size).reshape(shape)
   return threefry2x32(key[0], key[1], jnp.zeros(shape, np.uint32), low)
 
@@ -78,19 +80,21 @@ def _random_bits(key, bit_width, shape):
   bits1, bits2 = _hash_iota(key, shape)
   dtype = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[bit_width]
   if bit_width == 64:
-    return (lax.shift_left(bits1.astype(dtype), jnp.asarray(32, dtype)) |
-            bits2.astype(dtype))
+    return lax.shift_left(
+      bits1.astype(dtype), jnp.asarray(32, dtype)
+    ) | bits2.astype(dtype)
   return lax.convert_element_type(bits1 ^ bits2, dtype)
 
 
 UNROLLED_THREEFRY = jex_random.define_prng_impl(
-    key_shape=(2,),
-    seed=jex_random.threefry_prng_impl.seed,
-    split=_split,
-    random_bits=_random_bits,
-    fold_in=_fold_in,
-    name='threefry2x32_unrolled',
-    tag='fru')
+  key_shape=(2,),
+  seed=jex_random.threefry_prng_impl.seed,
+  split=_split,
+  random_bits=_random_bits,
+  fold_in=_fold_in,
+  name='threefry2x32_unrolled',
+  tag='fru',
+)
 
 
 def key(seed) -> jax.Array:
@@ -109,8 +113,10 @@ def keys_on_host(seeds, *folds: int, unrolled: bool = True) -> jax.Array:
   says when each compiles to the cheaper program).
   """
   seeds = np.asarray(seeds)
-  if (not np.issubdtype(seeds.dtype, np.integer) or
-      ((seeds < 0) | (seeds >= 2**32)).any()):
+  if (
+    not np.issubdtype(seeds.dtype, np.integer)
+    or ((seeds < 0) | (seeds >= 2**32)).any()
+  ):
     raise ValueError(f'seeds {seeds}: expected integers in [0, 2**32)')
   # A seed s < 2**32 is the key (0, s); fold_in(k, d) hashes the counter
   # (0, d).  (1-D arrays: numpy warns when a uint32 scalar wraps around.)
@@ -123,4 +129,5 @@ def keys_on_host(seeds, *folds: int, unrolled: bool = True) -> jax.Array:
     k1, k2 = threefry2x32(k1, k2, zero, zero + np.uint32(fold))
   data = np.stack([k1, k2], -1).reshape(seeds.shape + (2,))
   return jax.random.wrap_key_data(
-      data, impl=UNROLLED_THREEFRY if unrolled else 'threefry2x32')
+    data, impl=UNROLLED_THREEFRY if unrolled else 'threefry2x32'
+  )

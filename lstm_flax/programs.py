@@ -45,26 +45,31 @@ def make_train_step(task: tasks.Task, batch_size: int, sharding=None):
 
   def train_step(state: TrainState, batch_key, dropout_key):
     inputs, targets = sharding_lib.shard_batch(
-        task.generate(jax.random.fold_in(batch_key, state.step), batch_size),
-        sharding)
+      task.generate(jax.random.fold_in(batch_key, state.step), batch_size),
+      sharding,
+    )
     rngs = {'dropout': jax.random.fold_in(dropout_key, state.step)}
 
     def loss_fn(params):
-      outputs = state.apply_fn({'params': params}, inputs, train=True,
-                               rngs=rngs)
+      outputs = state.apply_fn(
+        {'params': params}, inputs, train=True, rngs=rngs
+      )
       return task.loss(outputs, targets)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return (state.apply_gradients(grads=grads),
-            {'loss': loss, 'grad_norm': global_norm(grads)})
+    return (
+      state.apply_gradients(grads=grads),
+      {'loss': loss, 'grad_norm': global_norm(grads)},
+    )
 
   return train_step
 
 
 def global_norm(tree) -> jax.Array:
   """The L2 norm of every array of ``tree`` together."""
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x))
-                      for x in jax.tree_util.tree_leaves(tree)))
+  return jnp.sqrt(
+    sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
+  )
 
 
 def make_train_chunk(train_step, steps_per_call: int):
@@ -79,14 +84,18 @@ def make_train_chunk(train_step, steps_per_call: int):
   replicated_step = jax.vmap(train_step)
 
   def chunk(state, batch_keys, dropout_keys, num_steps):
-    skipped = {'loss': jnp.full(state.step.shape, jnp.nan, jnp.float32),
-               'grad_norm': jnp.full(state.step.shape, jnp.nan, jnp.float32)}
+    skipped = {
+      'loss': jnp.full(state.step.shape, jnp.nan, jnp.float32),
+      'grad_norm': jnp.full(state.step.shape, jnp.nan, jnp.float32),
+    }
 
     def body(state, i):
       return jax.lax.cond(
-          i < num_steps,
-          lambda s: replicated_step(s, batch_keys, dropout_keys),
-          lambda s: (s, skipped), state)
+        i < num_steps,
+        lambda s: replicated_step(s, batch_keys, dropout_keys),
+        lambda s: (s, skipped),
+        state,
+      )
 
     state, metrics = jax.lax.scan(body, state, jnp.arange(steps_per_call))
     return state, metrics, all_finite(state.params)
@@ -109,8 +118,13 @@ def _replica_metrics(task: tasks.Task, apply_fn, params, inputs, targets):
   return outputs, per_replica, ensemble
 
 
-def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int,
-                  sharding=None, keep_examples: int = 0):
+def make_evaluate(
+  task: tasks.Task,
+  num_examples: int,
+  batch_size: int,
+  sharding=None,
+  keep_examples: int = 0,
+):
   """``(apply_fn, params (N, ...), eval_key) -> (metrics {name: (N,)},
   ensemble {name: ()}, kept)`` over the first ``num_examples`` examples of
   the stream of ``eval_key``, ``batch_size`` at a time.
@@ -120,27 +134,39 @@ def make_evaluate(task: tasks.Task, num_examples: int, batch_size: int,
   decoded predictions, for a figure (``()`` when 0).
   """
   if num_examples % batch_size:
-    raise ValueError(f'config.eval.num_examples={num_examples} must be a '
-                     f'multiple of config.eval.batch_size={batch_size}')
+    raise ValueError(
+      f'config.eval.num_examples={num_examples} must be a '
+      f'multiple of config.eval.batch_size={batch_size}'
+    )
   if not 0 <= keep_examples <= batch_size:
-    raise ValueError(f'keep_examples={keep_examples} must be in [0, '
-                     f'batch_size={batch_size}]')
+    raise ValueError(
+      f'keep_examples={keep_examples} must be in [0, batch_size={batch_size}]'
+    )
 
   def evaluate(apply_fn, params, eval_key):
 
     def one_batch(i):
       inputs, targets = sharding_lib.shard_batch(
-          task.generate(eval_key, batch_size, offset=i * batch_size), sharding)
+        task.generate(eval_key, batch_size, offset=i * batch_size), sharding
+      )
       outputs, per_replica, ensemble = _replica_metrics(
-          task, apply_fn, params, inputs, targets)
-      return per_replica, ensemble, _first(keep_examples, task, inputs,
-                                           targets, outputs)
+        task, apply_fn, params, inputs, targets
+      )
+      return (
+        per_replica,
+        ensemble,
+        _first(keep_examples, task, inputs, targets, outputs),
+      )
 
     per_batch, ensemble, kept = jax.lax.map(
-        one_batch, jnp.arange(num_examples // batch_size))
+      one_batch, jnp.arange(num_examples // batch_size)
+    )
     mean = lambda tree: jax.tree_util.tree_map(lambda a: a.mean(0), tree)
-    return mean(per_batch), mean(ensemble), jax.tree_util.tree_map(
-        lambda a: a[0], kept)
+    return (
+      mean(per_batch),
+      mean(ensemble),
+      jax.tree_util.tree_map(lambda a: a[0], kept),
+    )
 
   return evaluate
 
@@ -152,9 +178,13 @@ def make_evaluate_arrays(task: tasks.Task, keep_examples: int = 0):
 
   def evaluate(apply_fn, params, inputs, targets):
     outputs, per_replica, ensemble = _replica_metrics(
-        task, apply_fn, params, inputs, targets)
-    return per_replica, ensemble, _first(keep_examples, task, inputs, targets,
-                                         outputs)
+      task, apply_fn, params, inputs, targets
+    )
+    return (
+      per_replica,
+      ensemble,
+      _first(keep_examples, task, inputs, targets, outputs),
+    )
 
   return evaluate
 
@@ -203,5 +233,5 @@ def replica(tree, index: int = 0):
 def stack_replicas(tree, num_seeds: int):
   """``tree`` (one model) repeated on a new leading seed axis."""
   return jax.tree_util.tree_map(
-      lambda x: jnp.broadcast_to(x, (num_seeds,) + jnp.shape(x)), tree)
-
+    lambda x: jnp.broadcast_to(x, (num_seeds,) + jnp.shape(x)), tree
+  )

@@ -40,8 +40,9 @@ def _column_layers(layer_sizes):
   return np.repeat(np.arange(len(layer_sizes)), layer_sizes)
 
 
-def _forward(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, save,
-             emit_sequence):
+def _forward(
+  x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, save, emit_sequence
+):
   """The loop.  Returns (hs (T, B, S) or None, h_T, c_T, saved): ``saved``
   (with ``save``) is (T, B, 6S), per step the activated gates i, f, g, o,
   c_{t-1} and h_{t-1} — everything the backward loop reads."""
@@ -53,12 +54,17 @@ def _forward(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, save,
     x_t, t = xs
     if kernel is not None:
       x_t = jnp.dot(x_t, kernel, preferred_element_type=jnp.float32)
-    z = x_t + bias + jnp.dot(h.astype(matrix.dtype), matrix,
-                             preferred_element_type=jnp.float32)
+    z = (
+      x_t
+      + bias
+      + jnp.dot(
+        h.astype(matrix.dtype), matrix, preferred_element_type=jnp.float32
+      )
+    )
     i = jax.nn.sigmoid(z[:, :size])
-    f = jax.nn.sigmoid(z[:, size:2 * size])
-    g = jnp.tanh(z[:, 2 * size:3 * size])
-    o = jax.nn.sigmoid(z[:, 3 * size:])
+    f = jax.nn.sigmoid(z[:, size : 2 * size])
+    g = jnp.tanh(z[:, 2 * size : 3 * size])
+    o = jax.nn.sigmoid(z[:, 3 * size :])
     new_c = f * c + i * g
     new_h = o * jnp.tanh(new_c)
     if columns is not None:
@@ -74,13 +80,22 @@ def _forward(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, save,
 
   steps = x.shape[0]
   (h_last, c_last), out = jax.lax.scan(
-      step, (h0, c0), (x, jnp.arange(steps)), unroll=unroll)
+    step, (h0, c0), (x, jnp.arange(steps)), unroll=unroll
+  )
   return out.get('h'), h_last, c_last, out.get('saved')
 
 
-def lstm_recurrence(x, kernel, bias, matrix, h0, c0,
-                    layer_sizes: Optional[Sequence[int]] = None,
-                    unroll: int = 1, return_sequences: bool = True):
+def lstm_recurrence(
+  x,
+  kernel,
+  bias,
+  matrix,
+  h0,
+  c0,
+  layer_sizes: Optional[Sequence[int]] = None,
+  unroll: int = 1,
+  return_sequences: bool = True,
+):
   """Runs the recurrence ``z_t = x_t @ kernel + bias + h_{t-1} @ matrix``.
 
   Args:
@@ -110,17 +125,35 @@ def lstm_recurrence(x, kernel, bias, matrix, h0, c0,
   ...)``; jit the ``jvp`` instead) and calling the function that
   ``jax.linearize`` returns.  Use ``recurrence='scan'`` in the layers there.
   """
-  args = (x, kernel, bias, matrix, h0, c0, layer_sizes, unroll,
-          return_sequences)
+  args = (
+    x,
+    kernel,
+    bias,
+    matrix,
+    h0,
+    c0,
+    layer_sizes,
+    unroll,
+    return_sequences,
+  )
   if not _in_forward_mode(args):
     try:
       return _fused_recurrence(*args)
-    except TypeError as e:   # forward mode that _in_forward_mode missed
+    except TypeError as e:  # forward mode that _in_forward_mode missed
       if 'forward-mode' not in str(e):
         raise
-  hs, h_last, c_last, _ = _forward(x, kernel, bias, matrix, h0, c0,
-                                   layer_sizes, unroll, False,
-                                   return_sequences)
+  hs, h_last, c_last, _ = _forward(
+    x,
+    kernel,
+    bias,
+    matrix,
+    h0,
+    c0,
+    layer_sizes,
+    unroll,
+    False,
+    return_sequences,
+  )
   return hs, h_last, c_last
 
 
@@ -139,25 +172,37 @@ def _in_forward_mode(args) -> bool:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def _fused_recurrence(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll,
-                      return_sequences):
+def _fused_recurrence(
+  x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, return_sequences
+):
   """``lstm_recurrence`` with the hand-written gradient (no forward mode)."""
-  hs, h_last, c_last, _ = _forward(x, kernel, bias, matrix, h0, c0,
-                                   layer_sizes, unroll, False,
-                                   return_sequences)
+  hs, h_last, c_last, _ = _forward(
+    x,
+    kernel,
+    bias,
+    matrix,
+    h0,
+    c0,
+    layer_sizes,
+    unroll,
+    False,
+    return_sequences,
+  )
   return hs, h_last, c_last
 
 
-def _recurrence_fwd(x, kernel, bias, matrix, h0, c0, layer_sizes, unroll,
-                    return_sequences):
-  hs, h_last, c_last, saved = _forward(x, kernel, bias, matrix, h0, c0,
-                                       layer_sizes, unroll, True,
-                                       return_sequences)
+def _recurrence_fwd(
+  x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, return_sequences
+):
+  hs, h_last, c_last, saved = _forward(
+    x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, True, return_sequences
+  )
   return (hs, h_last, c_last), (x, kernel, matrix, saved)
 
 
-def _recurrence_bwd(layer_sizes, unroll, return_sequences, residuals,
-                    cotangents):
+def _recurrence_bwd(
+  layer_sizes, unroll, return_sequences, residuals, cotangents
+):
   x, kernel, matrix, saved = residuals
   d_hs, d_h_last, d_c_last = cotangents
   size = d_h_last.shape[-1]
@@ -168,49 +213,63 @@ def _recurrence_bwd(layer_sizes, unroll, return_sequences, residuals,
     dh, dc = carry
     saved_t, d_h_t, t = xs
     i = saved_t[:, :size]
-    f = saved_t[:, size:2 * size]
-    g = saved_t[:, 2 * size:3 * size]
-    o = saved_t[:, 3 * size:4 * size]
-    c_prev = saved_t[:, 4 * size:5 * size]
+    f = saved_t[:, size : 2 * size]
+    g = saved_t[:, 2 * size : 3 * size]
+    o = saved_t[:, 3 * size : 4 * size]
+    c_prev = saved_t[:, 4 * size : 5 * size]
     if d_h_t is not None:
       dh = dh + d_h_t
     tanh_c = jnp.tanh(f * c_prev + i * g)
     dc_total = dc + dh * o * (1.0 - tanh_c * tanh_c)
-    dz = jnp.concatenate([dc_total * g * i * (1.0 - i),
-                          dc_total * c_prev * f * (1.0 - f),
-                          dc_total * i * (1.0 - g * g),
-                          dh * tanh_c * o * (1.0 - o)], axis=1)
+    dz = jnp.concatenate(
+      [
+        dc_total * g * i * (1.0 - i),
+        dc_total * c_prev * f * (1.0 - f),
+        dc_total * i * (1.0 - g * g),
+        dh * tanh_c * o * (1.0 - o),
+      ],
+      axis=1,
+    )
     dc_prev = dc_total * f
     if columns is not None:
       active = jnp.asarray(columns) <= t
       dz = jnp.where(jnp.tile(active, 4), dz, 0.0)
       dc_prev = jnp.where(active, dc_prev, dc)
-    dh_prev = jnp.dot(dz.astype(transposed.dtype), transposed,
-                      preferred_element_type=jnp.float32)
+    dh_prev = jnp.dot(
+      dz.astype(transposed.dtype),
+      transposed,
+      preferred_element_type=jnp.float32,
+    )
     if columns is not None:
       dh_prev = jnp.where(active, dh_prev, dh_prev + dh)
     return (dh_prev, dc_prev), dz
 
   steps = saved.shape[0]
   (dh0, dc0), dz = jax.lax.scan(
-      step, (d_h_last, d_c_last),
-      (saved, d_hs if return_sequences else None, jnp.arange(steps)),
-      reverse=True, unroll=unroll)
+    step,
+    (d_h_last, d_c_last),
+    (saved, d_hs if return_sequences else None, jnp.arange(steps)),
+    reverse=True,
+    unroll=unroll,
+  )
   # The weights' gradients: one matmul each over all steps, after the loop.
-  d_matrix = jnp.einsum('tbs,tbg->sg',
-                        saved[..., 5 * size:].astype(matrix.dtype),
-                        dz.astype(matrix.dtype),
-                        preferred_element_type=jnp.float32)
+  d_matrix = jnp.einsum(
+    'tbs,tbg->sg',
+    saved[..., 5 * size :].astype(matrix.dtype),
+    dz.astype(matrix.dtype),
+    preferred_element_type=jnp.float32,
+  )
   d_bias = dz.sum(axis=(0, 1))
   if kernel is None:
     d_x, d_kernel = dz, None
   else:
     dz_low = dz.astype(kernel.dtype)
-    d_x = jnp.einsum('tbg,fg->tbf', dz_low, kernel,
-                     preferred_element_type=jnp.float32).astype(x.dtype)
-    d_kernel = jnp.einsum('tbf,tbg->fg', x, dz_low,
-                          preferred_element_type=jnp.float32
-                          ).astype(kernel.dtype)
+    d_x = jnp.einsum(
+      'tbg,fg->tbf', dz_low, kernel, preferred_element_type=jnp.float32
+    ).astype(x.dtype)
+    d_kernel = jnp.einsum(
+      'tbf,tbg->fg', x, dz_low, preferred_element_type=jnp.float32
+    ).astype(kernel.dtype)
   return (d_x, d_kernel, d_bias, d_matrix.astype(matrix.dtype), dh0, dc0)
 
 

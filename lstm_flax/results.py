@@ -23,45 +23,50 @@ def num_eval_examples(exp) -> int:
   return exp.config.eval.num_examples
 
 
-def training_results(exp, final: evaluation.Evaluation, log,
-                     start: float) -> Dict[str, Any]:
+def training_results(
+  exp, final: evaluation.Evaluation, log, start: float
+) -> Dict[str, Any]:
   """results.json of a training run.  With N > 1 seeds, ``eval`` holds the
   mean over seeds, ``eval_per_seed`` each seed's and ``eval_ensemble`` the
   metrics of the seeds' mean output."""
   config = exp.config
   results = {
-      'config': config.name,
-      'task': exp.task.name,
-      'model': config.model.name,
-      'seed': config.seed,
-      'steps': config.train.steps,
-      'batch_size': config.train.batch_size,
-      'train_seconds': log.train_seconds,
-      'compile_seconds': exp.compile_seconds,
-      'total_seconds': time.perf_counter() - start,
-      'final_train_loss': float(log.final_loss.mean()),
-      'final_train_loss_steps': log.final_window,  # the window it averages
-      'eval': {'num_examples': num_eval_examples(exp), **final.mean},
-      'platform': jax.devices()[0].platform,
-      'num_devices': jax.device_count(),
-      'num_processes': jax.process_count(),
-      'compile_plan': exp.plan.to_json(),
-      'compilation': exp.compilation,
+    'config': config.name,
+    'task': exp.task.name,
+    'model': config.model.name,
+    'seed': config.seed,
+    'steps': config.train.steps,
+    'batch_size': config.train.batch_size,
+    'train_seconds': log.train_seconds,
+    'compile_seconds': exp.compile_seconds,
+    'total_seconds': time.perf_counter() - start,
+    'final_train_loss': float(log.final_loss.mean()),
+    'final_train_loss_steps': log.final_window,  # the window it averages
+    'eval': {'num_examples': num_eval_examples(exp), **final.mean},
+    'platform': jax.devices()[0].platform,
+    'num_devices': jax.device_count(),
+    'num_processes': jax.process_count(),
+    'compile_plan': exp.plan.to_json(),
+    'compilation': exp.compilation,
   }
   if exp.num_seeds > 1:
-    results.update({
+    results.update(
+      {
         'num_seeds': exp.num_seeds,
         'seeds': list(range(config.seed, config.seed + exp.num_seeds)),
         'final_train_loss_per_seed': log.final_loss.tolist(),
         'eval_per_seed': final.per_seed,
         'eval_stats': evaluation.seed_statistics(final.per_seed),
         'eval_ensemble': final.ensemble,
-    })
+      }
+    )
   if log.best is not None:
     results['best'] = log.best
   results['eval_checkpoint'] = (
-      f"best (step {log.best['step']})" if config.eval.final_from_best and
-      log.best is not None else 'final')
+    f'best (step {log.best["step"]})'
+    if config.eval.final_from_best and log.best is not None
+    else 'final'
+  )
   if final.report is not None:
     results['report'] = final.report
   if exp.task.baselines is not None:
@@ -84,8 +89,10 @@ def draw_figure(exp, state, workdir: str, kept=None):
   try:
     import matplotlib  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
-    logging.info('matplotlib is not installed: figure skipped '
-                 "(pip install -e '.[plot]' to draw it)")
+    logging.info(
+      'matplotlib is not installed: figure skipped '
+      "(pip install -e '.[plot]' to draw it)"
+    )
     return None
   if not kept:
     kept = exp.predict(programs.replica(state.params))

@@ -65,8 +65,11 @@ class SignalCatcher:
     self.signum = signum
     for sig in self._previous:
       signal.signal(sig, signal.SIG_DFL)
-    logging.warning('signal %d: checkpointing after the current call, then '
-                    'stopping (send it again to stop at once)', signum)
+    logging.warning(
+      'signal %d: checkpointing after the current call, then '
+      'stopping (send it again to stop at once)',
+      signum,
+    )
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -87,17 +90,20 @@ class MetricWriter:
       try:
         import tensorboardX  # pylint: disable=g-import-not-at-top
       except ImportError:
-        logging.warning('config.train.tensorboard: tensorboardX is not '
-                        "installed (pip install -e '.[tensorboard]')")
+        logging.warning(
+          'config.train.tensorboard: tensorboardX is not '
+          "installed (pip install -e '.[tensorboard]')"
+        )
       else:
         self._tensorboard = tensorboardX.SummaryWriter(
-            os.path.join(workdir, 'tensorboard'))
+          os.path.join(workdir, 'tensorboard')
+        )
 
   def write(self, record: Dict[str, Any]):
     """``record``: ``{'step': s, name: float or list, ...}``."""
     if self._file is None:
       return
-    record = workdir_lib.strict(record)   # NaN/inf -> null: strict JSON
+    record = workdir_lib.strict(record)  # NaN/inf -> null: strict JSON
     self._file.write(json.dumps(record, allow_nan=False) + '\n')
     self._file.flush()
     if self._tensorboard is not None:
@@ -127,11 +133,13 @@ class Checkpoints:
   def save_best(self, state, step: int, metrics: Dict[str, float]):
     if self._best is None:
       self._best = checkpoints.manager(
-          checkpoints.directory(self.workdir, 'best'), 1)
+        checkpoints.directory(self.workdir, 'best'), 1
+      )
     checkpoints.save(self._best, contents(state), step)
     if is_writer():
-      workdir_lib.write_json(best_record_path(self.workdir),
-                             {'step': step, 'metrics': metrics})
+      workdir_lib.write_json(
+        best_record_path(self.workdir), {'step': step, 'metrics': metrics}
+      )
 
   def wait(self):
     self.latest.wait_until_finished()
@@ -147,8 +155,11 @@ class Checkpoints:
 
 def contents(state) -> Dict[str, Any]:
   """What a checkpoint holds: the state without its static fields."""
-  return {'params': state.params, 'opt_state': state.opt_state,
-          'step': state.step}
+  return {
+    'params': state.params,
+    'opt_state': state.opt_state,
+    'step': state.step,
+  }
 
 
 def best_record_path(workdir: str) -> str:

@@ -27,11 +27,11 @@ from lstm_flax import tasks
 from lstm_flax import validation as v
 
 DEFAULTS = {
-    'path': '',                 # .npz with x (N, T, F) and y (N,) or (N, K)
-    'kind': '',                 # '' from y's dtype, 'classes' or 'regression'
-    'split': (0.7, 0.85, 1.0),  # cumulative fractions (or counts) of examples
-    'seed': 0,                  # the shuffle before the split
-    'normalize': True,          # standardise x (and regression y) per feature
+  'path': '',  # .npz with x (N, T, F) and y (N,) or (N, K)
+  'kind': '',  # '' from y's dtype, 'classes' or 'regression'
+  'split': (0.7, 0.85, 1.0),  # cumulative fractions (or counts) of examples
+  'seed': 0,  # the shuffle before the split
+  'normalize': True,  # standardise x (and regression y) per feature
 }
 KINDS = ('', 'classes', 'regression')
 PARTS = ('train', 'valid', 'test')
@@ -44,12 +44,19 @@ def _error(field, value, why):
 def read_npz(path):
   """x (N, T, F) float64, y (N,) or (N, K) as stored; ConfigError if bad."""
   if not isinstance(path, str) or not path:
-    _error('task.path', path, 'set it to your .npz file: '
-           '--config.task.path=FILE.npz (arrays x (N, T, F) and y (N,) or '
-           '(N, K))')
+    _error(
+      'task.path',
+      path,
+      'set it to your .npz file: '
+      '--config.task.path=FILE.npz (arrays x (N, T, F) and y (N,) or '
+      '(N, K))',
+    )
   if not os.path.isfile(path):
-    _error('task.path', path, f'no such file (looked in {os.getcwd()!r} for '
-           'a relative path)')
+    _error(
+      'task.path',
+      path,
+      f'no such file (looked in {os.getcwd()!r} for a relative path)',
+    )
   if not path.lower().endswith('.npz'):
     _error('task.path', path, 'use an .npz file with arrays x and y')
   try:
@@ -59,50 +66,81 @@ def read_npz(path):
     _error('task.path', path, f'numpy cannot read it ({e})')
   missing = [k for k in ('x', 'y') if k not in arrays]
   if missing:
-    _error('task.path', path, f'it has no array {missing[0]!r}; it holds '
-           f'{sorted(arrays)} (needed: x (N, T, F), y (N,) or (N, K))')
+    _error(
+      'task.path',
+      path,
+      f'it has no array {missing[0]!r}; it holds '
+      f'{sorted(arrays)} (needed: x (N, T, F), y (N,) or (N, K))',
+    )
   if 'lengths' in arrays:
-    _error('task.path', path, "it holds 'lengths' (right-padded sequences), "
-           'which the models cannot take yet; save sequences of equal length '
-           "without 'lengths'")
+    _error(
+      'task.path',
+      path,
+      "it holds 'lengths' (right-padded sequences), "
+      'which the models cannot take yet; save sequences of equal length '
+      "without 'lengths'",
+    )
   x, y = arrays['x'], arrays['y']
   if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
-    _error('task.path', path, f'x must be numbers of shape (N, T, F); got '
-           f'{x.dtype} {x.shape}')
-  if y.ndim not in (1, 2) or not (np.issubdtype(y.dtype, np.number) or
-                                  y.dtype == bool):
-    _error('task.path', path, f'y must be numbers of shape (N,) or (N, K); '
-           f'got {y.dtype} {y.shape}')
+    _error(
+      'task.path',
+      path,
+      f'x must be numbers of shape (N, T, F); got {x.dtype} {x.shape}',
+    )
+  if y.ndim not in (1, 2) or not (
+    np.issubdtype(y.dtype, np.number) or y.dtype == bool
+  ):
+    _error(
+      'task.path',
+      path,
+      f'y must be numbers of shape (N,) or (N, K); got {y.dtype} {y.shape}',
+    )
   if len(x) != len(y):
-    _error('task.path', path, f'x has {len(x)} examples and y {len(y)}: they '
-           'must match')
+    _error(
+      'task.path',
+      path,
+      f'x has {len(x)} examples and y {len(y)}: they must match',
+    )
   x = x.astype(np.float64)
   bad = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2)))
   if bad.size:
-    _error('task.path', path, f'x[{bad[0]}] holds a missing or infinite value '
-           f'({bad.size} examples do)')
+    _error(
+      'task.path',
+      path,
+      f'x[{bad[0]}] holds a missing or infinite value ({bad.size} examples do)',
+    )
   if np.issubdtype(y.dtype, np.floating):
     bad = np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))
     if bad.size:
-      _error('task.path', path, f'y[{bad[0]}] is missing or infinite '
-             f'({bad.size} examples are)')
+      _error(
+        'task.path',
+        path,
+        f'y[{bad[0]}] is missing or infinite ({bad.size} examples are)',
+      )
   return x, y
 
 
 def labels_of(kind, y, path):
   """(kind, y as int32 classes or float64 (N, K) targets)."""
   if kind == '':
-    kind = ('classes' if y.ndim == 1 and (np.issubdtype(y.dtype, np.integer)
-                                          or y.dtype == bool)
-            else 'regression')
+    kind = (
+      'classes'
+      if y.ndim == 1 and (np.issubdtype(y.dtype, np.integer) or y.dtype == bool)
+      else 'regression'
+    )
   if kind == 'classes':
     if y.ndim != 1:
-      _error('task.kind', kind, f'classes need y of shape (N,); {path} has '
-             f'{y.shape}')
+      _error(
+        'task.kind', kind, f'classes need y of shape (N,); {path} has {y.shape}'
+      )
     if np.any(y != np.round(y)) or np.any(y < 0):
       first = int(np.flatnonzero((y != np.round(y)) | (y < 0))[0])
-      _error('task.kind', kind, f'class labels must be integers >= 0; y[{first}]'
-             f' of {path} is {y[first]!r}')
+      _error(
+        'task.kind',
+        kind,
+        f'class labels must be integers >= 0; y[{first}]'
+        f' of {path} is {y[first]!r}',
+      )
     return kind, y.astype(np.int32)
   y = y.astype(np.float64)
   return kind, (y[:, None] if y.ndim == 1 else y)
@@ -114,8 +152,11 @@ def split_indices(labels, split, seed, stratify):
   n = len(labels)
   ends = series.split_rows(split, n, 'the examples', 'examples')
   rng = np.random.default_rng(seed)
-  groups = ([np.flatnonzero(labels == c) for c in np.unique(labels)]
-            if stratify else [np.arange(n)])
+  groups = (
+    [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    if stratify
+    else [np.arange(n)]
+  )
   parts = {p: [] for p in PARTS}
   for group in groups:
     group = rng.permutation(group)
@@ -129,8 +170,12 @@ def sequences_task(options) -> tasks.Task:
   """The ``sequences`` task from ``config.task`` (see ``DEFAULTS``)."""
   for name in options:
     if name not in DEFAULTS:
-      _error(f'task.{name}', options[name], f'the sequences task takes no '
-             f'option {name!r}; its options are {sorted(DEFAULTS)}')
+      _error(
+        f'task.{name}',
+        options[name],
+        f'the sequences task takes no '
+        f'option {name!r}; its options are {sorted(DEFAULTS)}',
+      )
   o = {**DEFAULTS, **options}
   v.choice('task.kind', o['kind'], KINDS)
   v.integer('task.seed', o['seed'], 0, 2**32 - 1)
@@ -138,12 +183,19 @@ def sequences_task(options) -> tasks.Task:
     _error('task.normalize', o['normalize'], 'must be True or False')
   x, y = read_npz(o['path'])
   kind, y = labels_of(o['kind'], y, o['path'])
-  parts = split_indices(y if kind == 'classes' else np.zeros(len(y)),
-                        o['split'], o['seed'], kind == 'classes')
+  parts = split_indices(
+    y if kind == 'classes' else np.zeros(len(y)),
+    o['split'],
+    o['seed'],
+    kind == 'classes',
+  )
   for p in PARTS:
     if not len(parts[p]):
-      _error('task.split', o['split'], f'the {p} part of {len(y)} examples '
-             f'would be empty')
+      _error(
+        'task.split',
+        o['split'],
+        f'the {p} part of {len(y)} examples would be empty',
+      )
   train = parts['train']
   x_mean, x_std = np.zeros(x.shape[-1]), np.ones(x.shape[-1])
   if o['normalize']:
@@ -157,8 +209,9 @@ def sequences_task(options) -> tasks.Task:
   if o['normalize']:
     y_mean, y_std = y[train].mean(0), y[train].std(0)
     y_std = np.where(y_std > 0, y_std, 1.0)
-  return _regressor(x, ((y - y_mean) / y_std).astype(np.float32), parts,
-                    y_mean, y_std)
+  return _regressor(
+    x, ((y - y_mean) / y_std).astype(np.float32), parts, y_mean, y_std
+  )
 
 
 def _sampler(x, y, train):
@@ -188,20 +241,24 @@ def _classifier(x, y, parts):
   majority = int(np.bincount(y[parts['train']], minlength=num_classes).argmax())
 
   def baselines() -> Dict[str, Dict[str, float]]:
-    return {'majority_class': {
-        'accuracy': float(np.mean(y[parts['test']] == majority))}}
+    return {
+      'majority_class': {
+        'accuracy': float(np.mean(y[parts['test']] == majority))
+      }
+    }
 
   return tasks.Task(
-      name='sequences',
-      input_kind='sequence',
-      generate=_sampler(x, y, parts['train']),
-      loss=tasks.softmax_cross_entropy,
-      metrics=tasks.classification_metrics,
-      num_outputs=num_classes,
-      decode=lambda logits: jnp.argmax(logits, -1),
-      describe=lambda x, y, p: {'expected': int(y), 'predicted': int(p)},
-      held_out=_held_out(x, y, parts),
-      baselines=baselines)
+    name='sequences',
+    input_kind='sequence',
+    generate=_sampler(x, y, parts['train']),
+    loss=tasks.softmax_cross_entropy,
+    metrics=tasks.classification_metrics,
+    num_outputs=num_classes,
+    decode=lambda logits: jnp.argmax(logits, -1),
+    describe=lambda x, y, p: {'expected': int(y), 'predicted': int(p)},
+    held_out=_held_out(x, y, parts),
+    baselines=baselines,
+  )
 
 
 def _regressor(x, y, parts, y_mean, y_std):
@@ -212,28 +269,38 @@ def _regressor(x, y, parts, y_mean, y_std):
     return jnp.square(outputs - targets).mean()
 
   def metrics(outputs, targets):
-    err = (outputs - targets) * std          # y's own units
-    return {'loss': loss(outputs, targets), 'mae': jnp.abs(err).mean(),
-            'mse': jnp.square(err).mean()}
+    err = (outputs - targets) * std  # y's own units
+    return {
+      'loss': loss(outputs, targets),
+      'mae': jnp.abs(err).mean(),
+      'mse': jnp.square(err).mean(),
+    }
 
   def baselines() -> Dict[str, Dict[str, float]]:
     # The training part's mean (0 in normalised units) for every example.
     err = y[parts['test']] * y_std
-    mse = float(np.mean(err ** 2))
-    return {'training_mean': {'mae': float(np.mean(np.abs(err))), 'mse': mse,
-                              'rmse': mse ** 0.5}}
+    mse = float(np.mean(err**2))
+    return {
+      'training_mean': {
+        'mae': float(np.mean(np.abs(err))),
+        'mse': mse,
+        'rmse': mse**0.5,
+      }
+    }
 
   return tasks.Task(
-      name='sequences',
-      input_kind='sequence',
-      generate=_sampler(x, y, parts['train']),
-      loss=loss,
-      metrics=metrics,
-      num_outputs=y.shape[1],
-      decode=lambda outputs: outputs * std + mean,
-      summarize=tasks.add_rmse,
-      describe=lambda x, t, p: {
-          'expected': np.round(np.asarray(t) * y_std + y_mean, 4).tolist(),
-          'predicted': np.round(np.asarray(p, np.float64), 4).tolist()},
-      held_out=_held_out(x, y, parts),
-      baselines=baselines)
+    name='sequences',
+    input_kind='sequence',
+    generate=_sampler(x, y, parts['train']),
+    loss=loss,
+    metrics=metrics,
+    num_outputs=y.shape[1],
+    decode=lambda outputs: outputs * std + mean,
+    summarize=tasks.add_rmse,
+    describe=lambda x, t, p: {
+      'expected': np.round(np.asarray(t) * y_std + y_mean, 4).tolist(),
+      'predicted': np.round(np.asarray(p, np.float64), 4).tolist(),
+    },
+    held_out=_held_out(x, y, parts),
+    baselines=baselines,
+  )

@@ -23,8 +23,12 @@ import numpy as np
 from lstm_flax import lstm
 
 # Helper modules that are steps or pieces of a layer, not layers.
-INTERNAL_MODULES = (lstm.LSTMCell, lstm.GRUCell, lstm._ProjectInScan,  # pylint: disable=protected-access
-                    lstm.LSTMWeights)
+INTERNAL_MODULES = (
+  lstm.LSTMCell,
+  lstm.GRUCell,
+  lstm._ProjectInScan,  # pylint: disable=protected-access
+  lstm.LSTMWeights,
+)
 
 
 def _shapes(tree) -> str:
@@ -33,8 +37,11 @@ def _shapes(tree) -> str:
   for leaf in jax.tree_util.tree_leaves(tree):
     if not hasattr(leaf, 'shape'):
       continue
-    shape = '(' + ', '.join(str(d) for d in leaf.shape) + (
-        ',)' if len(leaf.shape) == 1 else ')')
+    shape = (
+      '('
+      + ', '.join(str(d) for d in leaf.shape)
+      + (',)' if len(leaf.shape) == 1 else ')')
+    )
     dtype = np.dtype(leaf.dtype)
     parts.append(shape if dtype == np.float32 else f'{shape} {dtype.name}')
   return ', '.join(parts) or '-'
@@ -43,8 +50,10 @@ def _shapes(tree) -> str:
 def _count(tree) -> Tuple[int, int]:
   """(number of parameters, bytes) of a params (sub)tree."""
   leaves = jax.tree_util.tree_leaves(tree)
-  return (sum(math.prod(x.shape) for x in leaves),
-          sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves))
+  return (
+    sum(math.prod(x.shape) for x in leaves),
+    sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves),
+  )
 
 
 def _subtree(params, path):
@@ -66,8 +75,9 @@ def _bytes(n: int) -> str:
 def _layers_traced(model: nn.Module, inputs, call_kwargs):
   """(params shapes, [(path, module class name, output shapes)]) in call order."""
   if 'recurrent' in getattr(model, '__dataclass_fields__', {}):
-    model = model.clone(recurrent=dataclasses.replace(
-        model.recurrent, layer_schedule='layerwise'))   # same parameters
+    model = model.clone(
+      recurrent=dataclasses.replace(model.recurrent, layer_schedule='layerwise')
+    )  # same parameters
   rows: Dict[Tuple[str, ...], List[Any]] = {}
   hidden: List[Tuple[str, ...]] = []
 
@@ -78,18 +88,22 @@ def _layers_traced(model: nn.Module, inputs, call_kwargs):
     path = tuple(module.path)
     if isinstance(module, INTERNAL_MODULES):
       hidden.append(path)
-    skip = (path in rows or
-            any(path[:len(h)] == h for h in hidden))
+    skip = path in rows or any(path[: len(h)] == h for h in hidden)
     if not skip:
-      name = next(c.__name__ for c in type(module).__mro__
-                  if c.__module__ != 'flax.linen.transforms')
+      name = next(
+        c.__name__
+        for c in type(module).__mro__
+        if c.__module__ != 'flax.linen.transforms'
+      )
       rows[path] = [path, name, None]
     out = next_fun(*args, **kwargs)
     if not skip:
       rows[path][2] = _shapes(out)
       # Inside nn.vmap (the frame encoder over time) a module sees one slice.
-      if any(type(x).__name__ == 'BatchTracer'
-             for x in jax.tree_util.tree_leaves(out)):
+      if any(
+        type(x).__name__ == 'BatchTracer'
+        for x in jax.tree_util.tree_leaves(out)
+      ):
         rows[path][2] += ' per step (nn.vmap)'
     return out
 
@@ -118,17 +132,24 @@ def model_summary(model: nn.Module, inputs, **call_kwargs) -> str:
   table = [('layer', 'module', 'output shape', 'parameters')]
   for path, name, out in rows:
     count = _count(_subtree(params, path))[0]
-    table.append(('/'.join(path) or '(model)', name, out or '-',
-                  f'{count:,}'))
+    table.append(('/'.join(path) or '(model)', name, out or '-', f'{count:,}'))
   widths = [max(len(r[i]) for r in table) for i in range(4)]
 
   def line(r):
-    return '  '.join([r[0].ljust(widths[0]), r[1].ljust(widths[1]),
-                      r[2].ljust(widths[2]), r[3].rjust(widths[3])]).rstrip()
+    return '  '.join(
+      [
+        r[0].ljust(widths[0]),
+        r[1].ljust(widths[1]),
+        r[2].ljust(widths[2]),
+        r[3].rjust(widths[3]),
+      ]
+    ).rstrip()
 
   total, size = _count(params)
   rule = '  '.join('-' * w for w in widths)
-  lines = [f'{type(model).__name__}, inputs {_shapes(inputs)}', line(table[0]),
-           rule] + [line(r) for r in table[1:]] + [
-               rule, f'Total parameters: {total:,} ({_bytes(size)})']
+  lines = (
+    [f'{type(model).__name__}, inputs {_shapes(inputs)}', line(table[0]), rule]
+    + [line(r) for r in table[1:]]
+    + [rule, f'Total parameters: {total:,} ({_bytes(size)})']
+  )
   return '\n'.join(lines) + '\n'

@@ -58,7 +58,7 @@ class Task:
   """
 
   name: str
-  input_kind: str       # 'sequence' (B, T, F) or 'frames' (B, T, H, W, C)
+  input_kind: str  # 'sequence' (B, T, F) or 'frames' (B, T, H, W, C)
   generate: Callable[..., Any]
   loss: Callable[[jax.Array, jax.Array], jax.Array]
   metrics: Callable[[jax.Array, jax.Array], Metrics]
@@ -67,7 +67,9 @@ class Task:
   summarize: Callable[[Dict[str, float]], Dict[str, float]] = lambda m: m
   figure: Optional[Callable[..., str]] = None
   describe: Callable[..., Dict[str, Any]] = lambda x, y, p: {
-      'expected': y.tolist(), 'predicted': p.tolist()}
+    'expected': y.tolist(),
+    'predicted': p.tolist(),
+  }
   output_kind: str = 'example'
   output_steps: int = 0
   report: Optional[Callable[..., Tuple[Dict[str, float], Any]]] = None
@@ -84,8 +86,10 @@ def softmax_cross_entropy(logits, labels):
 
 
 def classification_metrics(logits, labels):
-  return {'loss': softmax_cross_entropy(logits, labels),
-          'accuracy': (jnp.argmax(logits, -1) == labels).mean()}
+  return {
+    'loss': softmax_cross_entropy(logits, labels),
+    'accuracy': (jnp.argmax(logits, -1) == labels).mean(),
+  }
 
 
 def mean_absolute_error(predictions, targets):
@@ -107,34 +111,42 @@ def add_rmse(metrics):
 def sigmoid_binary_cross_entropy(logits, labels):
   """logits (B, 1), labels (B,) in {0, 1} -> mean binary cross-entropy."""
   return optax.sigmoid_binary_cross_entropy(
-      logits[:, 0], labels.astype(logits.dtype)).mean()
+    logits[:, 0], labels.astype(logits.dtype)
+  ).mean()
 
 
 def binary_metrics(logits, labels):
-  return {'loss': sigmoid_binary_cross_entropy(logits, labels),
-          'accuracy': ((logits[:, 0] > 0).astype(jnp.int32) == labels).mean()}
+  return {
+    'loss': sigmoid_binary_cross_entropy(logits, labels),
+    'accuracy': ((logits[:, 0] > 0).astype(jnp.int32) == labels).mean(),
+  }
 
 
 def sequence_classification_metrics(logits, labels):
   """logits (B, S, C), labels (B, S) int: per-symbol accuracy and exact match."""
   correct = jnp.argmax(logits, -1) == labels
-  return {'loss': softmax_cross_entropy(logits, labels),
-          'char_accuracy': correct.mean(),
-          'exact_match': correct.all(-1).mean()}
+  return {
+    'loss': softmax_cross_entropy(logits, labels),
+    'char_accuracy': correct.mean(),
+    'exact_match': correct.all(-1).mean(),
+  }
 
 
 def per_step_binary_cross_entropy(logits, labels):
   """logits (B, T, 1), labels (B, T) in {0, 1} -> mean over steps and batch."""
   return optax.sigmoid_binary_cross_entropy(
-      logits[..., 0], labels.astype(logits.dtype)).mean()
+    logits[..., 0], labels.astype(logits.dtype)
+  ).mean()
 
 
 def per_step_binary_metrics(logits, labels):
   """Per-step accuracy, and the fraction of sequences right at every step."""
   correct = (logits[..., 0] > 0).astype(jnp.int32) == labels
-  return {'loss': per_step_binary_cross_entropy(logits, labels),
-          'accuracy': correct.mean(),
-          'sequence_accuracy': correct.all(-1).mean()}
+  return {
+    'loss': per_step_binary_cross_entropy(logits, labels),
+    'accuracy': correct.mean(),
+    'sequence_accuracy': correct.all(-1).mean(),
+  }
 
 
 # --- task builders -------------------------------------------------------------
@@ -145,6 +157,7 @@ def _figure(name):
 
   def draw(*args, **kwargs):
     from lstm_flax import plots  # pylint: disable=g-import-not-at-top
+
     return getattr(plots, name)(*args, **kwargs)
 
   return draw
@@ -153,9 +166,11 @@ def _figure(name):
 def _with_defaults(field, options, generator):
   """options completed with the generator's defaults; unknown keys rejected."""
   v.options_of(field, options, generator)
-  defaults = {name: p.default for name, p in
-              inspect.signature(generator).parameters.items()
-              if p.default is not inspect.Parameter.empty and name != 'offset'}
+  defaults = {
+    name: p.default
+    for name, p in inspect.signature(generator).parameters.items()
+    if p.default is not inspect.Parameter.empty and name != 'offset'
+  }
   return {**defaults, **options}
 
 
@@ -165,15 +180,19 @@ def echo_task(options):
   v.integer('task.n_features', o['n_features'], 2)
   v.integer('task.out_index', o['out_index'], 0, o['length'] - 1)
   return Task(
-      name='echo',
-      input_kind='sequence',
-      generate=functools.partial(data.echo, **options),
-      loss=softmax_cross_entropy,
-      metrics=classification_metrics,
-      num_outputs=options.get('n_features', 10),
-      decode=lambda logits: jnp.argmax(logits, -1),
-      describe=lambda x, y, p: {'sequence': x.argmax(-1).tolist(),
-                                'expected': int(y), 'predicted': int(p)})
+    name='echo',
+    input_kind='sequence',
+    generate=functools.partial(data.echo, **options),
+    loss=softmax_cross_entropy,
+    metrics=classification_metrics,
+    num_outputs=options.get('n_features', 10),
+    decode=lambda logits: jnp.argmax(logits, -1),
+    describe=lambda x, y, p: {
+      'sequence': x.argmax(-1).tolist(),
+      'expected': int(y),
+      'predicted': int(p),
+    },
+  )
 
 
 def damped_sine_task(options):
@@ -187,35 +206,40 @@ def damped_sine_task(options):
   v.number('task.a', o['a'])
   v.number('task.b', o['b'])
   return Task(
-      name='damped_sine',
-      input_kind='sequence',
-      generate=functools.partial(data.damped_sine, **options),
-      loss=mean_absolute_error,
-      metrics=regression_metrics,
-      num_outputs=options.get('output', 5),
-      decode=lambda outputs: outputs,
-      summarize=add_rmse,
-      figure=_figure('forecast_figure'),
-      describe=lambda x, y, p: {
-          'expected': [round(float(v), 4) for v in y],
-          'predicted': [round(float(v), 4) for v in p],
-          'mean_absolute_error': round(float(abs(p - y).mean()), 5)})
+    name='damped_sine',
+    input_kind='sequence',
+    generate=functools.partial(data.damped_sine, **options),
+    loss=mean_absolute_error,
+    metrics=regression_metrics,
+    num_outputs=options.get('output', 5),
+    decode=lambda outputs: outputs,
+    summarize=add_rmse,
+    figure=_figure('forecast_figure'),
+    describe=lambda x, y, p: {
+      'expected': [round(float(v), 4) for v in y],
+      'predicted': [round(float(v), 4) for v in p],
+      'mean_absolute_error': round(float(abs(p - y).mean()), 5),
+    },
+  )
 
 
 def moving_line_task(options):
   o = _with_defaults('task', options, data.moving_line)
   v.integer('task.size', o['size'], 2)
   return Task(
-      name='moving_line',
-      input_kind='frames',
-      generate=functools.partial(data.moving_line, **options),
-      loss=sigmoid_binary_cross_entropy,
-      metrics=binary_metrics,
-      num_outputs=1,
-      decode=lambda logits: (logits[:, 0] > 0).astype(jnp.int32),
-      figure=_figure('moving_line_figure'),
-      describe=lambda x, y, p: {'expected': _DIRECTIONS[int(y)],
-                                'predicted': _DIRECTIONS[int(p)]})
+    name='moving_line',
+    input_kind='frames',
+    generate=functools.partial(data.moving_line, **options),
+    loss=sigmoid_binary_cross_entropy,
+    metrics=binary_metrics,
+    num_outputs=1,
+    decode=lambda logits: (logits[:, 0] > 0).astype(jnp.int32),
+    figure=_figure('moving_line_figure'),
+    describe=lambda x, y, p: {
+      'expected': _DIRECTIONS[int(y)],
+      'predicted': _DIRECTIONS[int(p)],
+    },
+  )
 
 
 _DIRECTIONS = ('left', 'right')
@@ -231,9 +255,12 @@ def _printout(task_generate, task_decode, line):
     n = eval_config.predict_examples
     inputs, targets = task_generate(eval_key, n)
     predictions = jax.jit(lambda p, x: task_decode(apply_fn({'params': p}, x)))(
-        params, inputs)
-    lines = [line(*(np.asarray(a)[i] for a in (inputs, targets, predictions)))
-             for i in range(n)]
+      params, inputs
+    )
+    lines = [
+      line(*(np.asarray(a)[i] for a in (inputs, targets, predictions)))
+      for i in range(n)
+    ]
     for text in lines:
       logging.info('%s', text)
     return {}, {'examples': lines}
@@ -245,33 +272,41 @@ def addition_task(options):
   o = _with_defaults('task', options, data.addition)
   v.integer('task.n_terms', o['n_terms'], 1, 100)
   v.integer('task.max_value', o['max_value'], 1, 10**6)
-  longest = (o['n_terms'] * len(str(o['max_value'])) + o['n_terms'] - 1)
+  longest = o['n_terms'] * len(str(o['max_value'])) + o['n_terms'] - 1
   v.integer('task.input_width', o['input_width'], longest)
-  v.integer('task.answer_width', o['answer_width'],
-            len(str(o['n_terms'] * o['max_value'])))
+  v.integer(
+    'task.answer_width',
+    o['answer_width'],
+    len(str(o['n_terms'] * o['max_value'])),
+  )
   generate = functools.partial(data.addition, **options)
   decode = lambda logits: jnp.argmax(logits, -1)
 
   def line(x, y, p):
     expected = data.decode_text(y).strip()
     predicted = data.decode_text(p).strip()
-    return (f'{data.decode_text(x).strip()} = {expected} (predicted '
-            f'{predicted}){"" if expected == predicted else "  WRONG"}')
+    return (
+      f'{data.decode_text(x).strip()} = {expected} (predicted '
+      f'{predicted}){"" if expected == predicted else "  WRONG"}'
+    )
 
   return Task(
-      name='addition',
-      input_kind='sequence',
-      generate=generate,
-      loss=softmax_cross_entropy,
-      metrics=sequence_classification_metrics,
-      num_outputs=len(data.ALPHABET),
-      decode=decode,
-      describe=lambda x, y, p: {'question': data.decode_text(x).strip(),
-                                'expected': data.decode_text(y).strip(),
-                                'predicted': data.decode_text(p).strip()},
-      output_kind='sequence',
-      output_steps=o['answer_width'],
-      report=_printout(generate, decode, line))
+    name='addition',
+    input_kind='sequence',
+    generate=generate,
+    loss=softmax_cross_entropy,
+    metrics=sequence_classification_metrics,
+    num_outputs=len(data.ALPHABET),
+    decode=decode,
+    describe=lambda x, y, p: {
+      'question': data.decode_text(x).strip(),
+      'expected': data.decode_text(y).strip(),
+      'predicted': data.decode_text(p).strip(),
+    },
+    output_kind='sequence',
+    output_steps=o['answer_width'],
+    report=_printout(generate, decode, line),
+  )
 
 
 def cumsum_threshold_task(options):
@@ -283,21 +318,27 @@ def cumsum_threshold_task(options):
   bits = lambda a: ''.join(str(int(b)) for b in a)
 
   def line(x, y, p):
-    return (f'values {" ".join(f"{v:.2f}" for v in x[:, 0])}  expected '
-            f'{bits(y)}  predicted {bits(p)}{"" if (y == p).all() else "  WRONG"}')
+    return (
+      f'values {" ".join(f"{v:.2f}" for v in x[:, 0])}  expected '
+      f'{bits(y)}  predicted {bits(p)}{"" if (y == p).all() else "  WRONG"}'
+    )
 
   return Task(
-      name='cumsum_threshold',
-      input_kind='sequence',
-      generate=generate,
-      loss=per_step_binary_cross_entropy,
-      metrics=per_step_binary_metrics,
-      num_outputs=1,
-      decode=decode,
-      describe=lambda x, y, p: {'values': [round(float(v), 3) for v in x[:, 0]],
-                                'expected': bits(y), 'predicted': bits(p)},
-      output_kind='per_step',
-      report=_printout(generate, decode, line))
+    name='cumsum_threshold',
+    input_kind='sequence',
+    generate=generate,
+    loss=per_step_binary_cross_entropy,
+    metrics=per_step_binary_metrics,
+    num_outputs=1,
+    decode=decode,
+    describe=lambda x, y, p: {
+      'values': [round(float(v), 3) for v in x[:, 0]],
+      'expected': bits(y),
+      'predicted': bits(p),
+    },
+    output_kind='per_step',
+    report=_printout(generate, decode, line),
+  )
 
 
 def _rectangles_report(mode):
@@ -308,41 +349,57 @@ def _rectangles_report(mode):
 
   def report(apply_fn, params, eval_key, eval_config, workdir):
     from lstm_flax import generation  # pylint: disable=g-import-not-at-top
+
     n = eval_config.num_examples
     held_out, _ = data.rectangles(eval_key, n, mode='sequence')
-    true_corners = np.asarray(data.rectangle_corners(held_out[:, 1, 0],
-                                                     held_out[:, 2, 1]))
-    alone = np.asarray(generation.feed_back_jit(
-        apply_fn, params, jnp.zeros((1, 1, 2)), mode, 4))
-    completed = np.asarray(generation.feed_back_jit(
-        apply_fn, params, held_out[:, :2], mode, 4))
+    true_corners = np.asarray(
+      data.rectangle_corners(held_out[:, 1, 0], held_out[:, 2, 1])
+    )
+    alone = np.asarray(
+      generation.feed_back_jit(apply_fn, params, jnp.zeros((1, 1, 2)), mode, 4)
+    )
+    completed = np.asarray(
+      generation.feed_back_jit(apply_fn, params, held_out[:, :2], mode, 4)
+    )
     metrics = {
-        'generated_right_angle_error_deg':
-            float(generation.right_angle_error(alone)[0]),
-        'generated_corner_error': float(generation.corner_error(alone)[0]),
-        'completed_right_angle_error_deg':
-            float(generation.right_angle_error(completed).mean()),
-        'completed_corner_error': float(generation.corner_error(completed).mean()),
-        # Does the drawing keep the held-out width on its way up?
-        'completed_width_error': float(
-            np.abs(completed[:, 2, 0] - true_corners[:, 1, 0]).mean()),
+      'generated_right_angle_error_deg': float(
+        generation.right_angle_error(alone)[0]
+      ),
+      'generated_corner_error': float(generation.corner_error(alone)[0]),
+      'completed_right_angle_error_deg': float(
+        generation.right_angle_error(completed).mean()
+      ),
+      'completed_corner_error': float(
+        generation.corner_error(completed).mean()
+      ),
+      # Does the drawing keep the held-out width on its way up?
+      'completed_width_error': float(
+        np.abs(completed[:, 2, 0] - true_corners[:, 1, 0]).mean()
+      ),
     }
     rounded = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()
-    details = {'generated_from_origin': rounded(alone[0]),
-               'completed_examples': rounded(completed[:4]),
-               'held_out_examples': rounded(true_corners[:4])}
-    logging.info('rectangle generated from (0,0): %s',
-                 ' -> '.join(f'({x:.3f},{y:.3f})' for x, y in alone[0]))
+    details = {
+      'generated_from_origin': rounded(alone[0]),
+      'completed_examples': rounded(completed[:4]),
+      'held_out_examples': rounded(true_corners[:4]),
+    }
+    logging.info(
+      'rectangle generated from (0,0): %s',
+      ' -> '.join(f'({x:.3f},{y:.3f})' for x, y in alone[0]),
+    )
     k = eval_config.figure_examples
     if k:
       try:
         import matplotlib  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
       except ImportError:
-        logging.info('matplotlib is not installed: figure skipped '
-                     "(pip install -e '.[plot]' to draw it)")
+        logging.info(
+          'matplotlib is not installed: figure skipped '
+          "(pip install -e '.[plot]' to draw it)"
+        )
       else:
-        path = _figure('rectangles_figure')(workdir, alone[0], completed[:k],
-                                            true_corners[:k])
+        path = _figure('rectangles_figure')(
+          workdir, alone[0], completed[:k], true_corners[:k]
+        )
         details['figure'] = path
         logging.info('figure: %s', path)
     return metrics, details
@@ -354,19 +411,21 @@ def rectangles_task(options):
   o = _with_defaults('task', options, data.rectangles)
   v.choice('task.mode', o['mode'], ('pairs', 'sequence'))
   return Task(
-      name='rectangles',
-      input_kind='sequence',
-      generate=functools.partial(data.rectangles, **options),
-      loss=mean_absolute_error,
-      metrics=regression_metrics,
-      num_outputs=2,
-      decode=lambda outputs: outputs,
-      summarize=add_rmse,
-      describe=lambda x, y, p: {
-          name: np.round(np.asarray(a, np.float64), 4).tolist()
-          for name, a in (('input', x), ('expected', y), ('predicted', p))},
-      output_kind='example' if o['mode'] == 'pairs' else 'per_step',
-      report=_rectangles_report(o['mode']))
+    name='rectangles',
+    input_kind='sequence',
+    generate=functools.partial(data.rectangles, **options),
+    loss=mean_absolute_error,
+    metrics=regression_metrics,
+    num_outputs=2,
+    decode=lambda outputs: outputs,
+    summarize=add_rmse,
+    describe=lambda x, y, p: {
+      name: np.round(np.asarray(a, np.float64), 4).tolist()
+      for name, a in (('input', x), ('expected', y), ('predicted', p))
+    },
+    output_kind='example' if o['mode'] == 'pairs' else 'per_step',
+    report=_rectangles_report(o['mode']),
+  )
 
 
 def _from_module(module, builder):
@@ -375,21 +434,23 @@ def _from_module(module, builder):
 
   def build(options):
     import importlib  # pylint: disable=g-import-not-at-top
-    return getattr(importlib.import_module(f'lstm_flax.{module}'),
-                   builder)(options)
+
+    return getattr(importlib.import_module(f'lstm_flax.{module}'), builder)(
+      options
+    )
 
   return build
 
 
 TASKS = {
-    'echo': echo_task,
-    'damped_sine': damped_sine_task,
-    'moving_line': moving_line_task,
-    'addition': addition_task,
-    'cumsum_threshold': cumsum_threshold_task,
-    'rectangles': rectangles_task,
-    'series': _from_module('series', 'series_task'),
-    'sequences': _from_module('sequences', 'sequences_task'),
+  'echo': echo_task,
+  'damped_sine': damped_sine_task,
+  'moving_line': moving_line_task,
+  'addition': addition_task,
+  'cumsum_threshold': cumsum_threshold_task,
+  'rectangles': rectangles_task,
+  'series': _from_module('series', 'series_task'),
+  'sequences': _from_module('sequences', 'sequences_task'),
 }
 
 

@@ -37,11 +37,16 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     exp = build_for_training(config)
     write_run_files(exp, workdir)
     state, step = restore_or_init(exp, workdir)
-    with contextlib.closing(runtime.Checkpoints(
-        workdir, config.train.keep_checkpoints)) as ckpt, \
-        contextlib.closing(runtime.MetricWriter(
-            workdir if runtime.is_writer() else None,
-            config.train.tensorboard)) as writer:
+    with (
+      contextlib.closing(
+        runtime.Checkpoints(workdir, config.train.keep_checkpoints)
+      ) as ckpt,
+      contextlib.closing(
+        runtime.MetricWriter(
+          workdir if runtime.is_writer() else None, config.train.tensorboard
+        )
+      ) as writer,
+    ):
       log = train_log.TrainLog(exp, writer, workdir, step)
       state, step = train(exp, state, step, log, ckpt, signals)
       stop_if_interrupted(signals, step, workdir)
@@ -58,18 +63,28 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 def build_for_training(config) -> experiment_lib.Experiment:
   """The experiment with the train and eval programs compiled."""
   wants_figure = config.eval.figure_examples > 0
-  names = ('train', 'eval') + (('eval_valid',) if config.eval.every_steps
-                               else ())
-  exp = experiment_lib.build(config, names, kept_examples=(
-      config.eval.figure_examples if wants_figure else 0))
-  logging.info('%s: %s on %d %s device(s) in %d process(es), %d steps of '
-               'batch %d, %d per call%s; compiled in %.2fs',
-               config.name, exp.task.name, jax.device_count(),
-               jax.devices()[0].platform, jax.process_count(),
-               config.train.steps, config.train.batch_size,
-               exp.steps_per_call,
-               f', {config.num_seeds} seeds at once'
-               if config.num_seeds > 1 else '', exp.compile_seconds)
+  names = ('train', 'eval') + (
+    ('eval_valid',) if config.eval.every_steps else ()
+  )
+  exp = experiment_lib.build(
+    config,
+    names,
+    kept_examples=(config.eval.figure_examples if wants_figure else 0),
+  )
+  logging.info(
+    '%s: %s on %d %s device(s) in %d process(es), %d steps of '
+    'batch %d, %d per call%s; compiled in %.2fs',
+    config.name,
+    exp.task.name,
+    jax.device_count(),
+    jax.devices()[0].platform,
+    jax.process_count(),
+    config.train.steps,
+    config.train.batch_size,
+    exp.steps_per_call,
+    f', {config.num_seeds} seeds at once' if config.num_seeds > 1 else '',
+    exp.compile_seconds,
+  )
   logging.info('%s', exp.plan.describe())
   return exp
 
@@ -78,8 +93,9 @@ def write_run_files(exp, workdir: str):
   """config.json (what makes this run) and the model summary."""
   if not runtime.is_writer():
     return
-  workdir_lib.write_json(os.path.join(workdir, 'config.json'),
-                         exp.config.to_dict())
+  workdir_lib.write_json(
+    os.path.join(workdir, 'config.json'), exp.config.to_dict()
+  )
   summary = results_lib.model_summary(exp)
   if summary:
     logging.info('model:\n%s', summary)
@@ -93,8 +109,9 @@ def restore_or_init(exp, workdir: str):
   ``config.train.init_from`` if set."""
   directory = checkpoints.directory(workdir)
   target = checkpoints_target(exp)
-  restored, step, failed = checkpoints.restore_newest_readable(directory,
-                                                               target)
+  restored, step, failed = checkpoints.restore_newest_readable(
+    directory, target
+  )
   if failed and runtime.is_writer():
     checkpoints.set_aside(workdir, directory, failed)
   if restored is not None:
@@ -107,9 +124,10 @@ def restore_or_init(exp, workdir: str):
   step = int(np.max(sharding.to_host(state.step)))
   if step > exp.config.train.steps:
     raise runtime.TrainingError(
-        f'{workdir} holds a checkpoint at step {step}, past '
-        f'config.train.steps={exp.config.train.steps}: raise train.steps to '
-        f'continue, or use another --workdir')
+      f'{workdir} holds a checkpoint at step {step}, past '
+      f'config.train.steps={exp.config.train.steps}: raise train.steps to '
+      f'continue, or use another --workdir'
+    )
   if runtime.is_writer():
     workdir_lib.trim_metrics(os.path.join(workdir, 'metrics.jsonl'), step)
   return state, step
@@ -119,12 +137,13 @@ def restore_best(exp, ckpt, step: int):
   """The best checkpoint (by validation), for the final eval."""
   ckpt.wait()
   restored, _, _ = checkpoints.restore_newest_readable(
-      checkpoints.directory(ckpt.workdir, 'best'), checkpoints_target(exp),
-      step)
+    checkpoints.directory(ckpt.workdir, 'best'), checkpoints_target(exp), step
+  )
   if restored is None:
     raise runtime.TrainingError(
-        f'the best checkpoint (step {step}) in '
-        f'{checkpoints.directory(ckpt.workdir, "best")} could not be read')
+      f'the best checkpoint (step {step}) in '
+      f'{checkpoints.directory(ckpt.workdir, "best")} could not be read'
+    )
   logging.info('final eval on the best checkpoint, step %d', step)
   return exp.abstract_state.replace(**restored)
 
@@ -133,8 +152,9 @@ def checkpoints_target(exp):
   """The checkpoint's abstract contents, placed as the programs expect."""
   placement = sharding.replicated(sharding.data_mesh())
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placement),
-      runtime.contents(exp.abstract_state))
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placement),
+    runtime.contents(exp.abstract_state),
+  )
 
 
 def train(exp, state, step: int, log, ckpt, signals):
@@ -144,36 +164,54 @@ def train(exp, state, step: int, log, ckpt, signals):
   total = config.train.steps
   last_saved = step
   while step < total and signals.signum is None:
-    num = chunk_length(step, exp.steps_per_call, total,
-                       config.eval.every_steps, config.train.checkpoint_every)
+    num = chunk_length(
+      step,
+      exp.steps_per_call,
+      total,
+      config.eval.every_steps,
+      config.train.checkpoint_every,
+    )
     state, metrics, finite = exp.programs['train'](
-        state, exp.keys.batch, exp.keys.dropout, num)
+      state, exp.keys.batch, exp.keys.dropout, num
+    )
     metrics = {k: v[:num] for k, v in sharding.to_host(metrics).items()}
     check_finite(exp, metrics, sharding.to_host(finite), step, ckpt)
     step += num
     log.train_steps(step, metrics)
     if config.eval.every_steps and step % config.eval.every_steps == 0:
-      log.validation(step, evaluation.evaluate(exp, state, 'valid'), state,
-                     ckpt)
+      log.validation(
+        step, evaluation.evaluate(exp, state, 'valid'), state, ckpt
+      )
     every = config.train.checkpoint_every
-    if (signals.signum is not None or step == total or
-        (every and step - last_saved >= every)):
+    if (
+      signals.signum is not None
+      or step == total
+      or (every and step - last_saved >= every)
+    ):
       ckpt.save(state, step, wait=signals.signum is not None)
       last_saved = step
   if signals.signum is None and last_saved != step:
-    ckpt.save(state, step)   # a finished run restored as it was
+    ckpt.save(state, step)  # a finished run restored as it was
   return state, step
 
 
 def stop_if_interrupted(signals, step: int, workdir: str):
   if signals.signum is not None:
-    logging.warning('stopped at step %d; checkpoint in %s: rerun the same '
-                    'command to resume', step, checkpoints.directory(workdir))
+    logging.warning(
+      'stopped at step %d; checkpoint in %s: rerun the same command to resume',
+      step,
+      checkpoints.directory(workdir),
+    )
     raise runtime.Interrupted(signals.signum, step)
 
 
-def chunk_length(step: int, steps_per_call: int, total: int,
-                 eval_every: int, checkpoint_every: int) -> int:
+def chunk_length(
+  step: int,
+  steps_per_call: int,
+  total: int,
+  eval_every: int,
+  checkpoint_every: int,
+) -> int:
   """Steps in the next compiled call: it ends at the next validation or
   checkpoint step, so those land exactly (a shorter call reuses the same
   program)."""
@@ -186,44 +224,55 @@ def chunk_length(step: int, steps_per_call: int, total: int,
 
 def check_finite(exp, metrics, params_finite, step: int, ckpt):
   """Stops, saving nothing, at the first non-finite loss or parameter."""
-  losses = metrics['loss']                      # (num, N)
+  losses = metrics['loss']  # (num, N)
   if np.isfinite(losses).all() and params_finite.all():
     return
   if not np.isfinite(losses).all():
     row = int(np.argmin(np.isfinite(losses).all(axis=1)))
-    what = f'non-finite training loss ({losses[row].tolist()}) at step ' \
-           f'{step + 1 + row}'
+    what = (
+      f'non-finite training loss ({losses[row].tolist()}) at step '
+      f'{step + 1 + row}'
+    )
     bad = np.flatnonzero(~np.isfinite(losses[row]))
   else:
-    what = (f'non-finite parameters after steps {step + 1}-'
-            f'{step + len(losses)}')
+    what = f'non-finite parameters after steps {step + 1}-{step + len(losses)}'
     bad = np.flatnonzero(~params_finite)
   seeds = [exp.config.seed + int(i) for i in bad]
   ckpt.wait()
   good = checkpoints.saved_steps(checkpoints.directory(ckpt.workdir))
   raise runtime.TrainingError(
-      what + (f' (seeds {seeds})' if exp.num_seeds > 1 else '') +
-      '; stopped without saving.  Last good checkpoint: ' +
-      (f'step {good[0]} in {checkpoints.directory(ckpt.workdir)}' if good
-       else 'none') + '.  Rerun with a lower --config.optimizer.learning_rate'
-      ' or --config.optimizer.grad_clip_norm > 0: it resumes from there.')
+    what
+    + (f' (seeds {seeds})' if exp.num_seeds > 1 else '')
+    + '; stopped without saving.  Last good checkpoint: '
+    + (
+      f'step {good[0]} in {checkpoints.directory(ckpt.workdir)}'
+      if good
+      else 'none'
+    )
+    + '.  Rerun with a lower --config.optimizer.learning_rate'
+    ' or --config.optimizer.grad_clip_norm > 0: it resumes from there.'
+  )
 
 
 def final_eval(exp, state, workdir: str, writer) -> evaluation.Evaluation:
   """The final model on the held-out set (a file task's test part)."""
-  final = evaluation.add_report(exp, state,
-                                evaluation.evaluate(exp, state, 'test'),
-                                workdir)
+  final = evaluation.add_report(
+    exp, state, evaluation.evaluate(exp, state, 'test'), workdir
+  )
   step = int(np.max(sharding.to_host(state.step)))
-  writer.write({'step': step,
-                **{f'final/{k}': v for k, v in final.mean.items()}})
-  logging.info('final eval on %d held-out examples%s: %s',
-               results_lib.num_eval_examples(exp),
-               f' (mean of {exp.num_seeds} seeds)' if exp.num_seeds > 1 else '',
-               evaluation.describe(final.mean))
+  writer.write(
+    {'step': step, **{f'final/{k}': v for k, v in final.mean.items()}}
+  )
+  logging.info(
+    'final eval on %d held-out examples%s: %s',
+    results_lib.num_eval_examples(exp),
+    f' (mean of {exp.num_seeds} seeds)' if exp.num_seeds > 1 else '',
+    evaluation.describe(final.mean),
+  )
   if not evaluation.all_finite(final.mean):
     raise runtime.TrainingError(
-        f'the final held-out metrics are not finite ({final.mean}); the '
-        f'checkpoint at step {step} is kept in '
-        f'{checkpoints.directory(workdir)}')
+      f'the final held-out metrics are not finite ({final.mean}); the '
+      f'checkpoint at step {step} is kept in '
+      f'{checkpoints.directory(workdir)}'
+    )
   return final

@@ -30,13 +30,14 @@ def integer(field, value, low=None, high=None):
     _fail(field, value, f'must be <= {high}')
 
 
-def number(field, value, low=None, high=None, low_open=False,
-           allow_inf=False):
+def number(field, value, low=None, high=None, low_open=False, allow_inf=False):
   """A real number in [low, high] (or (low, high] with ``low_open``): never
   NaN (it passes every comparison), and finite unless ``allow_inf``."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     _fail(field, value, 'must be a number')
-  if not isinstance(value, numbers.Integral):  # ints are finite (and may not fit a float)
+  if not isinstance(
+    value, numbers.Integral
+  ):  # ints are finite (and may not fit a float)
     if math.isnan(value):
       _fail(field, value, 'must be a number, not NaN')
     if math.isinf(value) and not allow_inf:
@@ -52,14 +53,19 @@ def choice(field, value, known):
     _fail(field, value, f'known values are {sorted(known)}')
 
 
-def options_of(field, options, function, exclude=('key', 'batch_size', 'offset')):
+def options_of(
+  field, options, function, exclude=('key', 'batch_size', 'offset')
+):
   """Every key of ``options`` is a keyword of ``function``."""
   accepted = set(inspect.signature(function).parameters) - set(exclude)
   for name in options:
     if name not in accepted:
-      _fail(f'{field}.{name}', options[name],
-            f'{function.__name__} takes no option {name!r}; its options are '
-            f'{sorted(accepted)}')
+      _fail(
+        f'{field}.{name}',
+        options[name],
+        f'{function.__name__} takes no option {name!r}; its options are '
+        f'{sorted(accepted)}',
+      )
 
 
 def validate(config):
@@ -71,8 +77,11 @@ def validate(config):
   integer('seed', config.seed, 0, 2**32 - 1)
   integer('num_seeds', config.num_seeds, 1, 4096)
   if config.seed + config.num_seeds > 2**32:
-    _fail('num_seeds', config.num_seeds,
-          f'seed + num_seeds must be <= 2**32 (seed={config.seed})')
+    _fail(
+      'num_seeds',
+      config.num_seeds,
+      f'seed + num_seeds must be <= 2**32 (seed={config.seed})',
+    )
 
   opt = config.optimizer
   choice('optimizer.name', opt.name, ('adam', 'adamw', 'sgd'))
@@ -80,8 +89,11 @@ def validate(config):
   choice('optimizer.schedule', opt.schedule, ('constant', 'cosine'))
   integer('optimizer.warmup_steps', opt.warmup_steps, 0)
   if opt.warmup_steps >= config.train.steps and opt.schedule == 'cosine':
-    _fail('optimizer.warmup_steps', opt.warmup_steps,
-          f'must be < config.train.steps={config.train.steps}')
+    _fail(
+      'optimizer.warmup_steps',
+      opt.warmup_steps,
+      f'must be < config.train.steps={config.train.steps}',
+    )
   number('optimizer.final_lr_fraction', opt.final_lr_fraction, 0, 1)
   number('optimizer.grad_clip_norm', opt.grad_clip_norm, 0)
   number('optimizer.eps', opt.eps, 0, low_open=True)
@@ -97,13 +109,19 @@ def validate(config):
   integer('train.checkpoint_every', train.checkpoint_every, 0)
   integer('train.keep_checkpoints', train.keep_checkpoints, 1)
   integer('train.log_every', train.log_every, 0)
-  choice('train.optimize_for', train.optimize_for,
-         ('auto', 'step_time', 'compile_time'))
+  choice(
+    'train.optimize_for',
+    train.optimize_for,
+    ('auto', 'step_time', 'compile_time'),
+  )
   if not isinstance(train.tensorboard, bool):
     _fail('train.tensorboard', train.tensorboard, 'must be True or False')
   if not isinstance(train.init_from, str):
-    _fail('train.init_from', train.init_from,
-          'must be a path: a workdir or a Keras/PyTorch weights file')
+    _fail(
+      'train.init_from',
+      train.init_from,
+      'must be a path: a workdir or a Keras/PyTorch weights file',
+    )
   for section in ('train', 'eval'):
     _check_xla_option_names(section, config[section].xla_options)
 
@@ -111,8 +129,11 @@ def validate(config):
   integer('eval.num_examples', ev.num_examples, 1)
   integer('eval.batch_size', ev.batch_size, 1, ev.num_examples)
   if ev.num_examples % ev.batch_size:
-    _fail('eval.batch_size', ev.batch_size,
-          f'must divide config.eval.num_examples={ev.num_examples}')
+    _fail(
+      'eval.batch_size',
+      ev.batch_size,
+      f'must divide config.eval.num_examples={ev.num_examples}',
+    )
   integer('eval.seed', ev.seed, 0, 2**32 - 1)
   integer('eval.figure_examples', ev.figure_examples, 0, 64)
   integer('eval.predict_examples', ev.predict_examples, 1, 10000)
@@ -123,22 +144,31 @@ def validate(config):
   if not isinstance(ev.final_from_best, bool):
     _fail('eval.final_from_best', ev.final_from_best, 'must be True or False')
   if ev.final_from_best and not ev.every_steps:
-    _fail('eval.final_from_best', ev.final_from_best,
-          'needs config.eval.every_steps > 0 (the best checkpoint comes from '
-          'validation during training)')
+    _fail(
+      'eval.final_from_best',
+      ev.final_from_best,
+      'needs config.eval.every_steps > 0 (the best checkpoint comes from '
+      'validation during training)',
+    )
 
 
 def check_batch_divides_devices(config, num_devices=None):
   """Batches are split evenly over the data-parallel devices."""
   import jax  # pylint: disable=g-import-not-at-top
+
   num_devices = num_devices or jax.device_count()
-  for field, value in (('train.batch_size', config.train.batch_size),
-                       ('eval.batch_size', config.eval.batch_size)):
+  for field, value in (
+    ('train.batch_size', config.train.batch_size),
+    ('eval.batch_size', config.eval.batch_size),
+  ):
     if value % num_devices:
-      _fail(field, value,
-            f'must be a multiple of the number of devices ({num_devices}: '
-            f'the batch is split evenly over them; {jax.devices()[0].platform}'
-            f' devices here)')
+      _fail(
+        field,
+        value,
+        f'must be a multiple of the number of devices ({num_devices}: '
+        f'the batch is split evenly over them; {jax.devices()[0].platform}'
+        f' devices here)',
+      )
 
 
 def _check_xla_option_names(section, options):
@@ -146,8 +176,14 @@ def _check_xla_option_names(section, options):
   options = options.to_dict() if hasattr(options, 'to_dict') else dict(options)
   for name, value in options.items():
     if not name.startswith('xla_'):
-      _fail(f'{section}.xla_options.{name}', value,
-            "option names are XLA DebugOptions fields, starting with 'xla_'")
+      _fail(
+        f'{section}.xla_options.{name}',
+        value,
+        "option names are XLA DebugOptions fields, starting with 'xla_'",
+      )
     if not isinstance(value, (bool, int, float, str)):
-      _fail(f'{section}.xla_options.{name}', value,
-            'values are bool, int, float or str')
+      _fail(
+        f'{section}.xla_options.{name}',
+        value,
+        'values are bool, int, float or str',
+      )

@@ -37,16 +37,21 @@ class WorkdirError(RuntimeError):
 def _prepare(path: str):
   """Creates the workdir folder; WorkdirError if it cannot be one."""
   if os.path.exists(path) and not os.path.isdir(path):
-    raise WorkdirError(f'{path} is a file, not a folder: pass a folder (or a '
-                       f'path that does not exist yet) as --workdir')
+    raise WorkdirError(
+      f'{path} is a file, not a folder: pass a folder (or a '
+      f'path that does not exist yet) as --workdir'
+    )
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise WorkdirError(f'cannot create the workdir {path} ({e.strerror}): '
-                       f'pass another --workdir') from e
+    raise WorkdirError(
+      f'cannot create the workdir {path} ({e.strerror}): pass another --workdir'
+    ) from e
   if not os.access(path, os.W_OK | os.X_OK):
-    raise WorkdirError(f'cannot write to the workdir {path} (permission '
-                       f'denied): pass another --workdir')
+    raise WorkdirError(
+      f'cannot write to the workdir {path} (permission '
+      f'denied): pass another --workdir'
+    )
 
 
 def _holder(lock_path: str) -> str:
@@ -56,8 +61,7 @@ def _holder(lock_path: str) -> str:
     try:
       with open(lock_path) as f:
         info = json.load(f)
-      return (f'pid {info["pid"]} on {info["host"]} (started '
-              f'{info["started"]})')
+      return f'pid {info["pid"]} on {info["host"]} (started {info["started"]})'
     except (OSError, ValueError, KeyError, TypeError):
       time.sleep(0.02)
   return 'another process'
@@ -97,26 +101,35 @@ def lock(path: str) -> Iterator[str]:
   try:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
-    raise WorkdirError(f'cannot create the lock file {lock_path} '
-                       f'({e.strerror}): pass another --workdir') from e
+    raise WorkdirError(
+      f'cannot create the lock file {lock_path} '
+      f'({e.strerror}): pass another --workdir'
+    ) from e
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       locked = True
     except BlockingIOError:
       raise WorkdirError(
-          f'{path} is in use by {_holder(lock_path)}; wait for it or use '
-          f'another --workdir') from None
+        f'{path} is in use by {_holder(lock_path)}; wait for it or use '
+        f'another --workdir'
+      ) from None
     except OSError as e:
       if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
         raise WorkdirError(f'cannot lock {lock_path} ({e.strerror})') from e
-      logging.warning('the file system of %s does not lock files (%s): two '
-                      'runs in this workdir would overwrite each other',
-                      path, e.strerror)
+      logging.warning(
+        'the file system of %s does not lock files (%s): two '
+        'runs in this workdir would overwrite each other',
+        path,
+        e.strerror,
+      )
       locked = False
     started = datetime.datetime.now(datetime.timezone.utc)
-    info = {'pid': os.getpid(), 'host': socket.gethostname(),
-            'started': started.strftime('%Y-%m-%d %H:%M:%S UTC')}
+    info = {
+      'pid': os.getpid(),
+      'host': socket.gethostname(),
+      'started': started.strftime('%Y-%m-%d %H:%M:%S UTC'),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + '\n').encode(), 0)
     _HELD[key] = 1
@@ -200,12 +213,16 @@ def trim_metrics(path: str, step: int):
       dropped.append(number)
       continue
     if record['step'] <= step and (
-        'train_loss' in record or any(k.startswith('eval/') for k in record)):
+      'train_loss' in record or any(k.startswith('eval/') for k in record)
+    ):
       kept.append(record)
   if dropped:
-    logging.warning('%s: dropped line(s) %s, not JSON records (a partial '
-                    'line of a run that was killed while writing)', path,
-                    ', '.join(map(str, dropped)))
+    logging.warning(
+      '%s: dropped line(s) %s, not JSON records (a partial '
+      'line of a run that was killed while writing)',
+      path,
+      ', '.join(map(str, dropped)),
+    )
   tmp = f'{path}.tmp{os.getpid()}'
   try:
     with open(tmp, 'w') as f:
@@ -220,8 +237,15 @@ def trim_metrics(path: str, step: int):
 # --- which run a workdir holds -----------------------------------------------------
 
 # What a run leaves: a workdir holding any of these holds a run.
-RUN_FILES = ('checkpoints', 'best', 'best.json', 'metrics.jsonl',
-             'results.json', 'eval.json', 'tensorboard')
+RUN_FILES = (
+  'checkpoints',
+  'best',
+  'best.json',
+  'metrics.jsonl',
+  'results.json',
+  'eval.json',
+  'tensorboard',
+)
 
 # Fields a run may change when it resumes and stay the same run: more steps
 # continue it; how often it logs, saves and validates, how many checkpoints it
@@ -229,17 +253,29 @@ RUN_FILES = ('checkpoints', 'best', 'best.json', 'metrics.jsonl',
 # change what it trains; a lower learning
 # rate or clipping is the advice after a NaN stop, to follow from the last good
 # checkpoint.
-RESUMABLE_FIELDS = ('train.steps', 'train.steps_per_call',
-                    'train.checkpoint_every', 'train.keep_checkpoints',
-                    'train.log_every', 'train.tensorboard',
-                    'optimizer.learning_rate',
-                    'optimizer.grad_clip_norm', 'eval.')
+RESUMABLE_FIELDS = (
+  'train.steps',
+  'train.steps_per_call',
+  'train.checkpoint_every',
+  'train.keep_checkpoints',
+  'train.log_every',
+  'train.tensorboard',
+  'optimizer.learning_rate',
+  'optimizer.grad_clip_norm',
+  'eval.',
+)
 
 # Fields that do not change what a checkpoint holds (for --mode=eval|predict).
-NOT_MODEL_FIELDS = ('train.steps', 'train.steps_per_call',
-                    'train.checkpoint_every', 'train.keep_checkpoints',
-                    'train.log_every', 'train.tensorboard', 'optimizer.',
-                    'eval.')
+NOT_MODEL_FIELDS = (
+  'train.steps',
+  'train.steps_per_call',
+  'train.checkpoint_every',
+  'train.keep_checkpoints',
+  'train.log_every',
+  'train.tensorboard',
+  'optimizer.',
+  'eval.',
+)
 
 
 def _flat(tree, prefix=''):
@@ -260,8 +296,9 @@ def _as_json(config) -> dict:
 
 
 def _ignored(name: str, patterns) -> bool:
-  return any(name == p or (p.endswith('.') and name.startswith(p))
-             for p in patterns)
+  return any(
+    name == p or (p.endswith('.') and name.startswith(p)) for p in patterns
+  )
 
 
 def _differences(previous: dict, current: dict, ignore) -> dict:
@@ -293,8 +330,10 @@ def _read_config_json(workdir: str):
   except (OSError, ValueError) as e:
     return None, f'its config.json cannot be read ({str(e).splitlines()[0]})'
   if not isinstance(data, dict) or not isinstance(data.get('task'), dict):
-    return None, (f'its config.json is not a config of this code (a JSON '
-                  f'{type(data).__name__} without a task section)')
+    return None, (
+      f'its config.json is not a config of this code (a JSON '
+      f'{type(data).__name__} without a task section)'
+    )
   return data, None
 
 
@@ -308,8 +347,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """
   data, problem = _read_config_json(workdir)
   if problem:
-    raise WorkdirError(f'{workdir} holds no config to use: {problem}; pass '
-                       f'--config')
+    raise WorkdirError(
+      f'{workdir} holds no config to use: {problem}; pass --config'
+    )
 
   def tuples(x):
     if isinstance(x, dict):
@@ -338,8 +378,9 @@ def model_differences(config, workdir: str) -> list[str]:
   """
   data, problem = _read_config_json(workdir)
   if problem:
-    raise WorkdirError(f'cannot tell which model the checkpoints in {workdir} '
-                       f'hold: {problem}')
+    raise WorkdirError(
+      f'cannot tell which model the checkpoints in {workdir} hold: {problem}'
+    )
   return list(_differences(data, _as_json(config), NOT_MODEL_FIELDS))
 
 
@@ -357,8 +398,11 @@ def _run_files(workdir: str) -> list[str]:
 
 
 def _shown(value) -> str:
-  return 'unset' if not isinstance(value, (str, int, float, bool, list,
-                                           dict, type(None))) else repr(value)
+  return (
+    'unset'
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None)))
+    else repr(value)
+  )
 
 
 def check_workdir(config, workdir: str, overwrite: bool = False) -> list[str]:
@@ -388,29 +432,44 @@ def check_workdir(config, workdir: str, overwrite: bool = False) -> list[str]:
   previous, problem = _read_config_json(workdir)
   if problem is None:
     differences = _differences(previous, _as_json(config), ())
-    changed = {k: v for k, v in differences.items()
-               if _ignored(k, RESUMABLE_FIELDS)}
-    different = [f'{k} ({_shown(a)} there, {_shown(b)} here)'
-                 for k, (a, b) in differences.items() if k not in changed]
+    changed = {
+      k: v for k, v in differences.items() if _ignored(k, RESUMABLE_FIELDS)
+    }
+    different = [
+      f'{k} ({_shown(a)} there, {_shown(b)} here)'
+      for k, (a, b) in differences.items()
+      if k not in changed
+    ]
     if not run or not different:
-      notes = [f'{k}: {_shown(a)} -> {_shown(b)}' for k, (a, b) in changed.items()]
+      notes = [
+        f'{k}: {_shown(a)} -> {_shown(b)}' for k, (a, b) in changed.items()
+      ]
       if run and notes:
-        logging.warning('%s: resuming its run with %s', workdir, '; '.join(notes))
+        logging.warning(
+          '%s: resuming its run with %s', workdir, '; '.join(notes)
+        )
       return notes if run else []
-    problem = (f'holds a run of a different config ({previous.get("name")!r}; '
-               f'fields that differ: {", ".join(different)})')
+    problem = (
+      f'holds a run of a different config ({previous.get("name")!r}; '
+      f'fields that differ: {", ".join(different)})'
+    )
   elif problem == 'it has no config.json':
     if not run:
-      return []                 # an empty or unrelated folder: nothing to lose
-    problem = (f'holds a run ({", ".join(run)}) without config.json, so '
-               f'nothing shows it is a run of this config')
+      return []  # an empty or unrelated folder: nothing to lose
+    problem = (
+      f'holds a run ({", ".join(run)}) without config.json, so '
+      f'nothing shows it is a run of this config'
+    )
   else:
     problem = f'cannot be used: {problem}'
   if not overwrite:
-    raise WorkdirError(f'{workdir} {problem}.  Use another --workdir, or pass '
-                       f'--overwrite to delete that run and start anew.')
-  logging.warning('--overwrite: deleting the previous run in %s (it %s)',
-                  workdir, problem)
+    raise WorkdirError(
+      f'{workdir} {problem}.  Use another --workdir, or pass '
+      f'--overwrite to delete that run and start anew.'
+    )
+  logging.warning(
+    '--overwrite: deleting the previous run in %s (it %s)', workdir, problem
+  )
   for name in RUN_FILES + ('config.json',):
     path = os.path.join(workdir, name)
     if os.path.isdir(path) and not os.path.islink(path):

@@ -22,7 +22,7 @@ def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
   outputs = []
   for step in range(t):
     z = x[:, step] @ kernel + h @ recurrent_kernel + bias
-    zi, zf, zc, zo = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    zi, zf, zc, zo = (z[:, k * hidden : (k + 1) * hidden] for k in range(4))
     c = _sigmoid(zf) * c + _sigmoid(zi) * np.tanh(zc)
     h = _sigmoid(zo) * np.tanh(c)
     outputs.append(h)
@@ -31,9 +31,11 @@ def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
 
 def _random_params(key, features, hidden):
   k1, k2, k3 = jax.random.split(key, 3)
-  return {'kernel': jax.random.normal(k1, (features, 4 * hidden)) * 0.5,
-          'recurrent_kernel': jax.random.normal(k2, (hidden, 4 * hidden)) * 0.5,
-          'bias': jax.random.normal(k3, (4 * hidden,)) * 0.5}
+  return {
+    'kernel': jax.random.normal(k1, (features, 4 * hidden)) * 0.5,
+    'recurrent_kernel': jax.random.normal(k2, (hidden, 4 * hidden)) * 0.5,
+    'bias': jax.random.normal(k3, (4 * hidden,)) * 0.5,
+  }
 
 
 @pytest.mark.parametrize('unroll', [1, 3])
@@ -43,9 +45,13 @@ def test_matches_numpy_equations(unroll):
   x = jax.random.normal(jax.random.key(1), (b, t, f))
   layer = LSTM(h, return_sequences=True, return_state=True, unroll=unroll)
   outputs, (h_t, c_t) = layer.apply({'params': params}, x)
-  ref_out, ref_h, ref_c = numpy_lstm(np.asarray(x, np.float64),
-                                     *(np.asarray(params[k], np.float64) for k in
-                                       ('kernel', 'recurrent_kernel', 'bias')))
+  ref_out, ref_h, ref_c = numpy_lstm(
+    np.asarray(x, np.float64),
+    *(
+      np.asarray(params[k], np.float64)
+      for k in ('kernel', 'recurrent_kernel', 'bias')
+    ),
+  )
   np.testing.assert_allclose(outputs, ref_out, atol=1e-5)
   np.testing.assert_allclose(h_t, ref_h, atol=1e-5)
   np.testing.assert_allclose(c_t, ref_c, atol=1e-5)
@@ -62,16 +68,24 @@ def test_initial_carry_continues_a_sequence():
   full, (h_full, c_full) = layer.apply({'params': params}, x)
   first, carry = layer.apply({'params': params}, x[:, :4])
   second, (h_2, c_2) = layer.apply({'params': params}, x[:, 4:], carry)
-  np.testing.assert_allclose(jnp.concatenate([first, second], 1), full, atol=1e-6)
+  np.testing.assert_allclose(
+    jnp.concatenate([first, second], 1), full, atol=1e-6
+  )
   np.testing.assert_allclose(h_2, h_full, atol=1e-6)
   np.testing.assert_allclose(c_2, c_full, atol=1e-6)
   # A non-zero initial carry matches the numpy equations too.
   h0 = np.full((2, 4), 0.3)
   c0 = np.full((2, 4), -0.2)
   out, _ = layer.apply({'params': params}, x, (h0, c0))
-  ref, _, _ = numpy_lstm(np.asarray(x, np.float64),
-                         *(np.asarray(params[k], np.float64) for k in
-                           ('kernel', 'recurrent_kernel', 'bias')), h0, c0)
+  ref, _, _ = numpy_lstm(
+    np.asarray(x, np.float64),
+    *(
+      np.asarray(params[k], np.float64)
+      for k in ('kernel', 'recurrent_kernel', 'bias')
+    ),
+    h0,
+    c0,
+  )
   np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
@@ -81,14 +95,17 @@ def test_matches_flax_optimized_lstm_cell():
   params = _random_params(jax.random.key(4), f, h)
   x = jax.random.normal(jax.random.key(5), (b, t, f))
   ours, (h_t, c_t) = LSTM(h, return_sequences=True, return_state=True).apply(
-      {'params': params}, x)
+    {'params': params}, x
+  )
 
   flax_params = {}
   for k, gate in enumerate('ifgo'):  # Keras' 'c' block is flax's 'g'.
     cols = slice(k * h, (k + 1) * h)
     flax_params['i' + gate] = {'kernel': params['kernel'][:, cols]}
-    flax_params['h' + gate] = {'kernel': params['recurrent_kernel'][:, cols],
-                               'bias': params['bias'][cols]}
+    flax_params['h' + gate] = {
+      'kernel': params['recurrent_kernel'][:, cols],
+      'bias': params['bias'][cols],
+    }
   rnn = nn.RNN(nn.OptimizedLSTMCell(h), return_carry=True)
   (c_ref, h_ref), ref = rnn.apply({'params': {'cell': flax_params}}, x)
   np.testing.assert_allclose(ours, ref, atol=1e-5)
@@ -105,7 +122,7 @@ def test_keras_parameter_layout_and_initialisers():
   assert params['bias'].shape == (4 * h,)
   # Bias: zeros except the forget gate's block (second), which is 1.
   expected_bias = np.zeros(4 * h)
-  expected_bias[h:2 * h] = 1
+  expected_bias[h : 2 * h] = 1
   np.testing.assert_array_equal(params['bias'], expected_bias)
   # Orthogonal recurrent kernel: its rows are orthonormal (H <= 4H).
   u = np.asarray(params['recurrent_kernel'], np.float64)
@@ -122,7 +139,8 @@ def test_bfloat16_matmuls_stay_close():
   x = jax.random.normal(jax.random.key(7), (4, 10, 5))
   full = LSTM(8, return_sequences=True).apply({'params': params}, x)
   half = LSTM(8, return_sequences=True, dtype=jnp.bfloat16).apply(
-      {'params': params}, x)
+    {'params': params}, x
+  )
   assert half.dtype == jnp.float32
   np.testing.assert_allclose(half, full, atol=5e-2)
 
@@ -138,28 +156,45 @@ def test_input_projection_in_scan_equals_hoisted(layer, features):
   """Both placements of ``x @ kernel`` give the same outputs, final carry and
   gradients, with padding, reversal and dropout in play."""
   from lstm_flax.lstm import GRU  # pylint: disable=g-import-not-at-top
+
   cls = {'lstm': LSTM, 'gru': GRU}[layer]
   x = jax.random.normal(jax.random.key(0), (3, 7, features))
   lengths = jnp.array([7, 4, 1])
-  layers = {mode: cls(5, return_sequences=True, return_state=True,
-                      reverse=True, dropout=0.2, recurrent_dropout=0.3,
-                      input_projection=mode)
-            for mode in ('hoisted', 'in_scan')}
-  params = layers['hoisted'].init(jax.random.key(1), x, seq_lengths=lengths,
-                                  deterministic=True)
+  layers = {
+    mode: cls(
+      5,
+      return_sequences=True,
+      return_state=True,
+      reverse=True,
+      dropout=0.2,
+      recurrent_dropout=0.3,
+      input_projection=mode,
+    )
+    for mode in ('hoisted', 'in_scan')
+  }
+  params = layers['hoisted'].init(
+    jax.random.key(1), x, seq_lengths=lengths, deterministic=True
+  )
 
   def run(mode, params):
-    return layers[mode].apply(params, x, seq_lengths=lengths,
-                              deterministic=False,
-                              rngs={'dropout': jax.random.key(2)})
+    return layers[mode].apply(
+      params,
+      x,
+      seq_lengths=lengths,
+      deterministic=False,
+      rngs={'dropout': jax.random.key(2)},
+    )
 
   def loss(params, mode):
     outputs, carry = run(mode, params)
-    return (outputs ** 2).sum() + sum((c ** 2).sum()
-                                      for c in jax.tree_util.tree_leaves(carry))
+    return (outputs**2).sum() + sum(
+      (c**2).sum() for c in jax.tree_util.tree_leaves(carry)
+    )
 
-  for a, b in zip(jax.tree_util.tree_leaves(run('hoisted', params)),
-                  jax.tree_util.tree_leaves(run('in_scan', params))):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(run('hoisted', params)),
+    jax.tree_util.tree_leaves(run('in_scan', params)),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   grads = [jax.grad(loss)(params, mode) for mode in ('hoisted', 'in_scan')]
   for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
@@ -168,8 +203,9 @@ def test_input_projection_in_scan_equals_hoisted(layer, features):
 
 def test_auto_input_projection_hoists_wide_inputs_and_tiny_batches():
   from lstm_flax.lstm import hoist_input_projection  # pylint: disable=g-import-not-at-top
-  assert hoist_input_projection('auto', 32, 50, 1152, 70)   # wide inputs
-  assert hoist_input_projection('auto', 1, 5, 10, 25)       # a tiny batch
+
+  assert hoist_input_projection('auto', 32, 50, 1152, 70)  # wide inputs
+  assert hoist_input_projection('auto', 1, 5, 10, 25)  # a tiny batch
   assert not hoist_input_projection('auto', 32, 5, 10, 25)
   assert not hoist_input_projection('auto', 256, 50, 1, 20)
   assert not hoist_input_projection('auto', 32, 50, 20, 20)
@@ -182,8 +218,10 @@ def test_auto_input_projection_hoists_wide_inputs_and_tiny_batches():
 def _forward_mode_case(recurrence, layers=(5,)):
   """A stacked model (a wavefront loop for two fused layers) and inputs."""
   from lstm_flax import models  # pylint: disable=g-import-not-at-top
+
   model = models.StackedLSTM(
-      layers, 2, models.RecurrentOptions(recurrence=recurrence))
+    layers, 2, models.RecurrentOptions(recurrence=recurrence)
+  )
   x = jax.random.normal(jax.random.key(0), (2, 12, 3))
   params = model.init(jax.random.key(1), x)
   return (lambda x: model.apply(params, x)), x
@@ -192,18 +230,19 @@ def _forward_mode_case(recurrence, layers=(5,)):
 @pytest.mark.parametrize('layers', [(5,), (4, 3)])
 @pytest.mark.parametrize('recurrence', ['fused', 'auto', 'scan'])
 def test_forward_mode_autodiff_matches_reverse_mode_and_differences(
-    recurrence, layers):
+  recurrence, layers
+):
   """jax.jvp (eager and jitted) and jax.jacfwd through every LSTM path."""
   f, x = _forward_mode_case(recurrence, layers)
   tangent = jax.random.normal(jax.random.key(2), x.shape)
   _, ours = jax.jvp(f, (x,), (tangent,))
   _, jitted = jax.jit(lambda x, t: jax.jvp(f, (x,), (t,)))(x, tangent)
-  jacobian = jax.jacrev(f)(x)               # reverse mode: the fused gradient
+  jacobian = jax.jacrev(f)(x)  # reverse mode: the fused gradient
   expected = jnp.einsum('bkctf,ctf->bk', jacobian, tangent)
   np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(jitted, expected, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(jax.jacfwd(f)(x), jacobian, rtol=1e-4, atol=1e-6)
-  eps = 1e-2                                 # central differences, float64
+  eps = 1e-2  # central differences, float64
   f64 = lambda x: np.asarray(f(jnp.asarray(x, jnp.float32)), np.float64)
   x64 = np.asarray(x, np.float64)
   t64 = np.asarray(tangent, np.float64)
@@ -216,6 +255,7 @@ def test_forward_mode_of_a_jitted_fused_layer_names_the_setting():
   traced: the fused path fails, and recurrence='scan' (what the LSTM
   docstring tells) works."""
   from lstm_flax import lstm  # pylint: disable=g-import-not-at-top
+
   assert "recurrence='scan'" in lstm.LSTM.__doc__
   assert 'jax.jvp(jax.jit(f)' in lstm.LSTM.__doc__
   f, x = _forward_mode_case('fused')

@@ -39,16 +39,22 @@ def test_num_seeds_replicas_equal_separate_runs(tmp_path):
   """Replica i of a num_seeds run is the run with seed + i (to float
   tolerance: vmapped matmuls may sum in another order)."""
   together = train_lib.train_and_evaluate(
-      _config(seed=3, num_seeds=2), str(tmp_path / 'together'))
+    _config(seed=3, num_seeds=2), str(tmp_path / 'together')
+  )
   assert together['seeds'] == [3, 4]
   assert len(together['eval_per_seed']) == 2
   for i, seed in enumerate(together['seeds']):
-    alone = train_lib.train_and_evaluate(_config(seed=seed),
-                                          str(tmp_path / f'seed{seed}'))
-    np.testing.assert_allclose(together['eval_per_seed'][i]['loss'],
-                               alone['eval']['loss'], rtol=1e-4)
-    np.testing.assert_allclose(together['final_train_loss_per_seed'][i],
-                               alone['final_train_loss'], rtol=1e-4)
+    alone = train_lib.train_and_evaluate(
+      _config(seed=seed), str(tmp_path / f'seed{seed}')
+    )
+    np.testing.assert_allclose(
+      together['eval_per_seed'][i]['loss'], alone['eval']['loss'], rtol=1e-4
+    )
+    np.testing.assert_allclose(
+      together['final_train_loss_per_seed'][i],
+      alone['final_train_loss'],
+      rtol=1e-4,
+    )
   losses = [m['loss'] for m in together['eval_per_seed']]
   assert len(set(losses)) == 2  # different init and data per replica
   stats = together['eval_stats']['loss']
@@ -75,11 +81,13 @@ def _stacked(**train):
 
 def test_num_seeds_resumes_from_checkpoint_and_draws_replica_0(tmp_path):
   pytest.importorskip('matplotlib')
-  whole = train_lib.train_and_evaluate(_stacked(steps=30),
-                                        str(tmp_path / 'whole'))
+  whole = train_lib.train_and_evaluate(
+    _stacked(steps=30), str(tmp_path / 'whole')
+  )
   train_lib.train_and_evaluate(_stacked(steps=20), str(tmp_path / 'resumed'))
-  resumed = train_lib.train_and_evaluate(_stacked(steps=30),
-                                          str(tmp_path / 'resumed'))
+  resumed = train_lib.train_and_evaluate(
+    _stacked(steps=30), str(tmp_path / 'resumed')
+  )
   assert resumed['eval_per_seed'] == whole['eval_per_seed']
   assert (tmp_path / 'whole' / 'forecast.png').stat().st_size > 0
 
@@ -103,9 +111,12 @@ def test_programs_compile_once(tmp_path):
     counts = []
     for steps in (25, 55):
       before = len(compiles)
-      results.append(train_lib.train_and_evaluate(
+      results.append(
+        train_lib.train_and_evaluate(
           _config(**{'train.steps': steps, 'train.checkpoint_every': 20}),
-          str(tmp_path / f'steps{steps}')))
+          str(tmp_path / f'steps{steps}'),
+        )
+      )
       counts.append(len(compiles) - before)
   finally:
     monitoring.unregister_event_duration_listener(listener)
@@ -115,9 +126,11 @@ def test_programs_compile_once(tmp_path):
 
 def test_batch_not_divisible_by_devices_is_a_config_error():
   config = _config(**{'train.batch_size': 30})
-  with pytest.raises(validation.ConfigError,
-                     match=r'train.batch_size=30 .*multiple of the number of '
-                           r'devices \(4'):
+  with pytest.raises(
+    validation.ConfigError,
+    match=r'train.batch_size=30 .*multiple of the number of '
+    r'devices \(4',
+  ):
     validation.check_batch_divides_devices(config, num_devices=4)
   config = _config(**{'eval.batch_size': 50, 'eval.num_examples': 100})
   with pytest.raises(validation.ConfigError, match=r'eval.batch_size=50'):
@@ -125,7 +138,7 @@ def test_batch_not_divisible_by_devices_is_a_config_error():
   validation.check_batch_divides_devices(_config(), num_devices=4)
 
 
-_FOUR_DEVICES = textwrap.dedent('''
+_FOUR_DEVICES = textwrap.dedent("""
     import functools, json, sys
     import jax, numpy as np
     jax.config.update('jax_disable_most_optimizations', True)
@@ -187,36 +200,51 @@ _FOUR_DEVICES = textwrap.dedent('''
           same_batch=bool(np.array_equal(
               np.asarray(batch[0]), np.asarray(task.generate(jax.random.key(0), 8)[0]))))
     print('RESULT' + json.dumps(out))
-''')
+""")
 
 
 def test_four_devices_same_batch_and_loss_curve_as_one():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             JAX_PLATFORMS='cpu')
+  env = dict(
+    os.environ,
+    XLA_FLAGS='--xla_force_host_platform_device_count=4',
+    JAX_PLATFORMS='cpu',
+  )
   proc = subprocess.run(
-      [sys.executable, '-c', _FOUR_DEVICES.format(root=ROOT)], env=env,
-      capture_output=True, text=True, timeout=600, check=False)
+    [sys.executable, '-c', _FOUR_DEVICES.format(root=ROOT)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split('RESULT', 1)[1])
   for name, r in out.items():
     seeds = 2 if name == 'stacked' else 1
     assert np.asarray(r['losses']).shape == (20, seeds), name  # (K, N)
-    np.testing.assert_allclose(r['losses'], r['one_losses'], rtol=2e-5,
-                               atol=1e-6, err_msg=name)
-    np.testing.assert_allclose(r['grad_norms'], r['one_grad_norms'],
-                               rtol=1e-4, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(
+      r['losses'], r['one_losses'], rtol=2e-5, atol=1e-6, err_msg=name
+    )
+    np.testing.assert_allclose(
+      r['grad_norms'], r['one_grad_norms'], rtol=1e-4, atol=1e-6, err_msg=name
+    )
     assert r['finite'] == r['one_finite'] == [True] * seeds, r
     assert r['steps'] == r['one_steps'] == [20] * seeds, r
     for metric, value in r['one_metrics'].items():  # per replica, (N,)
       assert len(value) == seeds, (name, metric)
-      np.testing.assert_allclose(r['metrics'][metric], value, rtol=2e-5,
-                                 err_msg=f'{name} {metric}')
-      np.testing.assert_allclose(r['ensemble'][metric],
-                                 r['one_ensemble'][metric], rtol=2e-5,
-                                 err_msg=f'{name} ensemble {metric}')
+      np.testing.assert_allclose(
+        r['metrics'][metric], value, rtol=2e-5, err_msg=f'{name} {metric}'
+      )
+      np.testing.assert_allclose(
+        r['ensemble'][metric],
+        r['one_ensemble'][metric],
+        rtol=2e-5,
+        err_msg=f'{name} ensemble {metric}',
+      )
     for metric, value in r['summary_of_one'].items():  # means, not summaries
-      np.testing.assert_allclose(r['summary'][metric], value, rtol=2e-5,
-                                 err_msg=f'{name} mean {metric}')
+      np.testing.assert_allclose(
+        r['summary'][metric], value, rtol=2e-5, err_msg=f'{name} mean {metric}'
+      )
     assert r['param_devices'] == 4, r
     assert r['param_sharding'] in ('P()', 'PartitionSpec()'), r  # replicated
     assert r['batch_spec'] in ("P('data',)", "PartitionSpec('data',)"), r
@@ -233,47 +261,86 @@ def _free_port():
 def test_two_processes_on_localhost_write_one_result(tmp_path):
   """Two CPU processes, one device each, joined by jax.distributed: the same
   results as one process, written once, by process 0."""
-  args = ['--config=' + os.path.join(ROOT, 'configs', 'vanilla_fast.py'),
-          '--config.train.steps=20', '--config.train.steps_per_call=10',
-          '--config.train.log_every=10', '--config.eval.num_examples=100', '--config.eval.batch_size=50',
-          '--compilation_cache_dir=']
+  args = [
+    '--config=' + os.path.join(ROOT, 'configs', 'vanilla_fast.py'),
+    '--config.train.steps=20',
+    '--config.train.steps_per_call=10',
+    '--config.train.log_every=10',
+    '--config.eval.num_examples=100',
+    '--config.eval.batch_size=50',
+    '--compilation_cache_dir=',
+  ]
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'train.py'), *args,
-       f'--workdir={tmp_path / "two"}', f'--coordinator_address=localhost:{port}',
-       '--num_processes=2', f'--process_id={i}'],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(ROOT, 'train.py'),
+        *args,
+        f'--workdir={tmp_path / "two"}',
+        f'--coordinator_address=localhost:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for i, p in enumerate(procs):
     assert p.returncode == 0, f'process {i}:\n{outputs[i][-3000:]}'
   two = json.loads((tmp_path / 'two' / 'results.json').read_text())
   assert two['num_processes'] == 2 and two['num_devices'] == 2
   assert 'results.json' in outputs[0] and 'results.json' not in outputs[1]
-  metrics = [json.loads(l) for l in
-             (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()]
+  metrics = [
+    json.loads(l)
+    for l in (tmp_path / 'two' / 'metrics.jsonl').read_text().splitlines()
+  ]
   assert [m['step'] for m in metrics] == [10, 20, 20]  # written once
 
   one = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'train.py'), *args,
-       f'--workdir={tmp_path / "one"}'], env=env, capture_output=True,
-      text=True, timeout=600, check=False)
+    [
+      sys.executable,
+      os.path.join(ROOT, 'train.py'),
+      *args,
+      f'--workdir={tmp_path / "one"}',
+    ],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert one.returncode == 0, one.stderr[-3000:]
   one = json.loads((tmp_path / 'one' / 'results.json').read_text())
-  np.testing.assert_allclose(two['eval']['loss'], one['eval']['loss'],
-                             rtol=2e-5)
-  np.testing.assert_allclose(two['final_train_loss'], one['final_train_loss'],
-                             rtol=2e-5)
+  np.testing.assert_allclose(
+    two['eval']['loss'], one['eval']['loss'], rtol=2e-5
+  )
+  np.testing.assert_allclose(
+    two['final_train_loss'], one['final_train_loss'], rtol=2e-5
+  )
 
 
 def test_incomplete_multi_host_flags_are_a_usage_error(tmp_path):
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'train.py'),
-       f'--workdir={tmp_path}', '--num_processes=2'],
-      capture_output=True, text=True, timeout=120, check=False,
-      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    [
+      sys.executable,
+      os.path.join(ROOT, 'train.py'),
+      f'--workdir={tmp_path}',
+      '--num_processes=2',
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+    env=dict(os.environ, JAX_PLATFORMS='cpu'),
+  )
   assert proc.returncode != 0
   assert "missing ['--coordinator_address', '--process_id']" in (
-      proc.stdout + proc.stderr)
+    proc.stdout + proc.stderr
+  )

@@ -27,14 +27,13 @@ README = os.path.join(REPO, 'README.md')
 # The text just before a number in a quoted line -> (kind, tolerance); any
 # other number must be equal.  None: a timing, any value.
 TOLERANCES = {
-    'loss ': ('rel', 0.05),       # training loss, mean of a 100-step window
-    'loss=': ('rel', 0.05),       # held-out loss on 1,000 examples
-    'accuracy=': ('abs', 0.02),   # held-out accuracy on 1,000 examples
-    '(train ': None,              # seconds of training
+  'loss ': ('rel', 0.05),  # training loss, mean of a 100-step window
+  'loss=': ('rel', 0.05),  # held-out loss on 1,000 examples
+  'accuracy=': ('abs', 0.02),  # held-out accuracy on 1,000 examples
+  '(train ': None,  # seconds of training
 }
 _NUMBER = r'[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?'
-_PLACEHOLDERS = {'<date>': r'\d{8}', '<time>': r'\d{6}(?:-\d+)?',
-                 '...': '.*'}
+_PLACEHOLDERS = {'<date>': r'\d{8}', '<time>': r'\d{6}(?:-\d+)?', '...': '.*'}
 
 
 def readme() -> str:
@@ -80,8 +79,9 @@ def number_mismatch(numbers, values):
       continue
     kind, tol = allowed
     limit = tol * abs(float(want)) if kind == 'rel' else tol
-    if not math.isclose(float(value), float(want), rel_tol=0,
-                        abs_tol=limit + 1e-12):
+    if not math.isclose(
+      float(value), float(want), rel_tol=0, abs_tol=limit + 1e-12
+    ):
       return f'{value} vs {want}, tolerance {kind} {tol}'
   return ''
 
@@ -90,21 +90,25 @@ def check_quoted_line(quoted: str, output: str):
   """``quoted`` matches a line of ``output`` (log prefixes allowed) with each
   number within its tolerance."""
   pattern, numbers = quoted_pattern(quoted)
-  matches = [m for m in (re.search(pattern + '$', line)
-                         for line in output.splitlines()) if m]
+  matches = [
+    m
+    for m in (re.search(pattern + '$', line) for line in output.splitlines())
+    if m
+  ]
   assert matches, f'README quotes {quoted!r}; not printed. Output:\n{output}'
-  problems = [(m.string, number_mismatch(numbers, m.groups()))
-              for m in matches]
+  problems = [(m.string, number_mismatch(numbers, m.groups())) for m in matches]
   assert any(not p for _, p in problems), (
-      f'README quotes {quoted!r}; the code prints {problems}')
+    f'README quotes {quoted!r}; the code prints {problems}'
+  )
 
 
 def run(command: str, env=None) -> subprocess.CompletedProcess:
   """A README command line ('python train.py ...') run from the repository."""
   argv = shlex.split(command)
   argv = [sys.executable if a == 'python' else a for a in argv]
-  return subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
-                        env=env, check=False)
+  return subprocess.run(
+    argv, cwd=REPO, capture_output=True, text=True, env=env, check=False
+  )
 
 
 @pytest.fixture(scope='module')
@@ -139,7 +143,7 @@ def test_predict_prints_the_quoted_line(quickstart):
   assert command.startswith('$ python train.py --mode=predict --workdir=')
   done = run(f'python train.py --mode=predict --workdir={workdir}')
   assert done.returncode == 0, done.stderr[-2000:]
-  assert done.stdout.splitlines()[0] == quoted   # data and prediction: exact
+  assert done.stdout.splitlines()[0] == quoted  # data and prediction: exact
 
 
 def test_vanilla_fast_claims(tmp_path):
@@ -149,8 +153,9 @@ def test_vanilla_fast_claims(tmp_path):
   assert '--config=configs/vanilla_fast.py   # accuracy 1.0' in text
   claim = re.search(r'trained with `vanilla_fast.py` it predicts (\d+)', text)
   workdir = str(tmp_path / 'fast')
-  done = run(f'python train.py --config=configs/vanilla_fast.py '
-             f'--workdir={workdir}')
+  done = run(
+    f'python train.py --config=configs/vanilla_fast.py --workdir={workdir}'
+  )
   assert done.returncode == 0, done.stderr[-2000:]
   with open(os.path.join(workdir, 'results.json')) as f:
     assert json.load(f)['eval']['accuracy'] == 1.0
@@ -174,11 +179,16 @@ def quoted_errors():
 def test_quoted_error_messages_are_exact():
   pairs = quoted_errors()
   assert len(pairs) >= 2
-  argvs = [[sys.executable if a == 'python' else a for a in shlex.split(c)]
-           for c, _ in pairs]
-  running = [subprocess.Popen(a, cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for a in argvs]
+  argvs = [
+    [sys.executable if a == 'python' else a for a in shlex.split(c)]
+    for c, _ in pairs
+  ]
+  running = [
+    subprocess.Popen(
+      a, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for a in argvs
+  ]
   for (command, message), process in zip(pairs, running):
     out, err = process.communicate()
     assert process.returncode == 2, (command, err)
@@ -203,16 +213,25 @@ def test_lstm_layer_signature_in_docs():
     assert defaults[name] == default, (name, value, defaults[name])
 
 
-@pytest.mark.parametrize('quoted,printed,ok', [
-    ('step 100/2000  loss 2.294  ...',
-     'I0 x.py:1] step 100/2000  loss 2.3  lr', True),
+@pytest.mark.parametrize(
+  'quoted,printed,ok',
+  [
+    (
+      'step 100/2000  loss 2.294  ...',
+      'I0 x.py:1] step 100/2000  loss 2.3  lr',
+      True,
+    ),
     ('step 100/2000  loss 2.294  ...', 'step 100/2000  loss 2.6  lr', False),
     ('step 100/2000  loss 2.294  ...', 'step 200/2000  loss 2.294  lr', False),
-    ('step 100/2000  loss 2.294  ...',
-     'step 100/2000  loss 2.3  lr\nstep 2000/2000  loss 1.4  lr', True),
+    (
+      'step 100/2000  loss 2.294  ...',
+      'step 100/2000  loss 2.3  lr\nstep 2000/2000  loss 1.4  lr',
+      True,
+    ),
     ('x-<date>-<time> (train 0.3 s)', 'x-20261129-190400 (train 9.1 s)', True),
     ('error: a=7 is bad', 'error: a=7 is bad!', False),
-])
+  ],
+)
 def test_quoted_line_matcher(quoted, printed, ok):
   if ok:
     check_quoted_line(quoted, printed)

@@ -15,7 +15,8 @@ from lstm_flax.lstm import lstm_stack_wavefront
 def _reference(x, kernel, bias, matrix, h0, c0, layer_sizes):
   """The same forward loop, differentiated by JAX's autodiff of lax.scan."""
   hs, h, c, _ = recurrence._forward(  # pylint: disable=protected-access
-      x, kernel, bias, matrix, h0, c0, layer_sizes, 1, False, True)
+    x, kernel, bias, matrix, h0, c0, layer_sizes, 1, False, True
+  )
   return hs, h, c
 
 
@@ -25,7 +26,9 @@ def test_hand_written_gradient_equals_autodiff(hoisted, layer_sizes):
   size = 5 if layer_sizes is None else sum(layer_sizes)
   steps, batch, features = 7, 3, 2
   keys = jax.random.split(jax.random.key(0), 8)
-  x = jax.random.normal(keys[0], (steps, batch, 4 * size if hoisted else features))
+  x = jax.random.normal(
+    keys[0], (steps, batch, 4 * size if hoisted else features)
+  )
   kernel = None if hoisted else jax.random.normal(keys[1], (features, 4 * size))
   bias = jax.random.normal(keys[2], (4 * size,))
   matrix = jax.random.normal(keys[3], (size, 4 * size)) * 0.5
@@ -38,8 +41,13 @@ def test_hand_written_gradient_equals_autodiff(hoisted, layer_sizes):
   def loss(run):
     def f(*args):
       hs, h, c = run(*args)
-      return (hs * weights).sum() + (hs ** 2).sum() + (h ** 3).sum() + (
-          c * weights_c).sum()
+      return (
+        (hs * weights).sum()
+        + (hs**2).sum()
+        + (h**3).sum()
+        + (c * weights_c).sum()
+      )
+
     return f
 
   fused = lambda *a: recurrence.lstm_recurrence(*a, layer_sizes, 1, True)
@@ -80,12 +88,18 @@ def test_forward_mode_and_second_order_equal_autodiff(layer_sizes):
   def loss(run):
     return lambda matrix: (run(x, kernel, bias, matrix, h0, c0)[0] ** 2).sum()
 
-  np.testing.assert_allclose(jax.jacfwd(fused, argnums=3)(*args)[1],
-                             jax.jacfwd(reference, argnums=3)(*args)[1],
-                             rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(jax.hessian(loss(fused))(matrix),
-                             jax.hessian(loss(reference))(matrix),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    jax.jacfwd(fused, argnums=3)(*args)[1],
+    jax.jacfwd(reference, argnums=3)(*args)[1],
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  np.testing.assert_allclose(
+    jax.hessian(loss(fused))(matrix),
+    jax.hessian(loss(reference))(matrix),
+    rtol=1e-4,
+    atol=1e-4,
+  )
 
 
 @pytest.mark.parametrize('reverse', [False, True])
@@ -93,19 +107,30 @@ def test_forward_mode_and_second_order_equal_autodiff(layer_sizes):
 def test_fused_layer_equals_scanned_layer(reverse, input_projection):
   """Outputs, final carry and gradients, from a given initial carry."""
   x = jax.random.normal(jax.random.key(0), (3, 6, 4))
-  carry = tuple(jax.random.normal(k, (3, 5)) for k in
-                jax.random.split(jax.random.key(1)))
-  layers = {r: LSTM(5, return_sequences=True, return_state=True,
-                    reverse=reverse, input_projection=input_projection,
-                    recurrence=r) for r in ('fused', 'scan')}
+  carry = tuple(
+    jax.random.normal(k, (3, 5)) for k in jax.random.split(jax.random.key(1))
+  )
+  layers = {
+    r: LSTM(
+      5,
+      return_sequences=True,
+      return_state=True,
+      reverse=reverse,
+      input_projection=input_projection,
+      recurrence=r,
+    )
+    for r in ('fused', 'scan')
+  }
   params = layers['scan'].init(jax.random.key(2), x, carry)
 
   def loss(params, r):
     outputs, (h, c) = layers[r].apply(params, x, carry)
-    return (outputs ** 2).sum() + (h * c).sum()
+    return (outputs**2).sum() + (h * c).sum()
 
-  for a, b in zip(jax.tree_util.tree_leaves(layers['fused'].apply(params, x, carry)),
-                  jax.tree_util.tree_leaves(layers['scan'].apply(params, x, carry))):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(layers['fused'].apply(params, x, carry)),
+    jax.tree_util.tree_leaves(layers['scan'].apply(params, x, carry)),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
   grads = [jax.grad(loss)(params, r) for r in ('fused', 'scan')]
   for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
@@ -118,12 +143,20 @@ def test_wavefront_equals_layer_by_layer(layer_sizes, input_projection):
   """The same parameters (names, shapes, initial values), outputs and
   gradients as the layers one after another."""
   x = jax.random.normal(jax.random.key(1), (3, 8, 2))
-  stacks = {s: models.StackedLSTM(layer_sizes, 2, models.RecurrentOptions(
-      layer_schedule=s, input_projection=input_projection,
-      recurrence='fused')) for s in models.LAYER_SCHEDULES}
+  stacks = {
+    s: models.StackedLSTM(
+      layer_sizes,
+      2,
+      models.RecurrentOptions(
+        layer_schedule=s, input_projection=input_projection, recurrence='fused'
+      ),
+    )
+    for s in models.LAYER_SCHEDULES
+  }
   params = {s: m.init(jax.random.key(0), x) for s, m in stacks.items()}
-  assert jax.tree_util.tree_structure(params['wavefront']) == \
-      jax.tree_util.tree_structure(params['layerwise'])
+  assert jax.tree_util.tree_structure(
+    params['wavefront']
+  ) == jax.tree_util.tree_structure(params['layerwise'])
   for a, b in zip(*map(jax.tree_util.tree_leaves, params.values())):
     np.testing.assert_array_equal(a, b)
   params = params['layerwise']
@@ -131,9 +164,12 @@ def test_wavefront_equals_layer_by_layer(layer_sizes, input_projection):
   def loss(params, schedule):
     return (stacks[schedule].apply(params, x) ** 2).sum()
 
-  np.testing.assert_allclose(stacks['wavefront'].apply(params, x),
-                             stacks['layerwise'].apply(params, x),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    stacks['wavefront'].apply(params, x),
+    stacks['layerwise'].apply(params, x),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   grads = [jax.grad(loss)(params, s) for s in ('wavefront', 'layerwise')]
   for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -144,20 +180,32 @@ def test_wavefront_returns_the_last_layers_whole_sequence():
   weights, features = [], 3
   for i, units in enumerate((4, 6)):
     k1, k2, k3 = jax.random.split(jax.random.key(10 + i), 3)
-    weights.append((jax.random.normal(k1, (features, 4 * units)),
-                    jax.random.normal(k2, (units, 4 * units)) * 0.5,
-                    jax.random.normal(k3, (4 * units,))))
+    weights.append(
+      (
+        jax.random.normal(k1, (features, 4 * units)),
+        jax.random.normal(k2, (units, 4 * units)) * 0.5,
+        jax.random.normal(k3, (4 * units,)),
+      )
+    )
     features = units
   sequence = x
   for kernel, recurrent_kernel, bias in weights:
     sequence = LSTM(recurrent_kernel.shape[0], return_sequences=True).apply(
-        {'params': {'kernel': kernel, 'recurrent_kernel': recurrent_kernel,
-                    'bias': bias}}, sequence)
+      {
+        'params': {
+          'kernel': kernel,
+          'recurrent_kernel': recurrent_kernel,
+          'bias': bias,
+        }
+      },
+      sequence,
+    )
   ours = lstm_stack_wavefront(x, weights, return_sequences=True)
   assert ours.shape == (2, 5, 6)
   np.testing.assert_allclose(ours, sequence, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(lstm_stack_wavefront(x, weights), sequence[:, -1],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    lstm_stack_wavefront(x, weights), sequence[:, -1], rtol=1e-5, atol=1e-6
+  )
 
 
 def test_unknown_recurrence_and_schedule_are_named():
@@ -165,15 +213,16 @@ def test_unknown_recurrence_and_schedule_are_named():
   with pytest.raises(ValueError, match="recurrence='cudnn'"):
     LSTM(3, recurrence='cudnn').init(jax.random.key(0), x)
   with pytest.raises(ValueError, match="layer_schedule='diagonal'"):
-    models.StackedLSTM((3, 3), 1, models.RecurrentOptions(
-        layer_schedule='diagonal')).init(
-        jax.random.key(0), x)
+    models.StackedLSTM(
+      (3, 3), 1, models.RecurrentOptions(layer_schedule='diagonal')
+    ).init(jax.random.key(0), x)
 
 
 def test_auto_recurrence_is_fused_unless_fully_unrolled():
   from lstm_flax.lstm import use_fused_recurrence  # pylint: disable=g-import-not-at-top
-  assert use_fused_recurrence('auto', 0, 50)      # stacked, cnn_lstm: T=50
-  assert not use_fused_recurrence('auto', 0, 5)   # echo: T=5, fully unrolled
+
+  assert use_fused_recurrence('auto', 0, 50)  # stacked, cnn_lstm: T=50
+  assert not use_fused_recurrence('auto', 0, 5)  # echo: T=5, fully unrolled
   assert not use_fused_recurrence('auto', 9, 9)
   assert use_fused_recurrence('auto', 2, 9)
   assert use_fused_recurrence('fused', 0, 5)

@@ -17,18 +17,32 @@ PER_SEED = [0.443, 0.439, 0.463, 0.496, 0.453]
 
 def fake_results(values, metric='accuracy', seed=0, **extra):
   per_seed = [{metric: v, 'loss': 1.0 + v} for v in values]
-  return {'config': 'x', 'task': 'echo', 'steps': 2000, 'batch_size': 1,
-          'seed': seed, 'seeds': list(range(seed, seed + len(values))),
-          'eval': {'num_examples': 1000, metric: sum(values) / len(values)},
-          'eval_per_seed': per_seed, 'eval_ensemble': {metric: 0.5},
-          'train_seconds': 1.5, 'compile_seconds': 7.25,
-          'platform': 'cpu', 'num_devices': 1, **extra}
+  return {
+    'config': 'x',
+    'task': 'echo',
+    'steps': 2000,
+    'batch_size': 1,
+    'seed': seed,
+    'seeds': list(range(seed, seed + len(values))),
+    'eval': {'num_examples': 1000, metric: sum(values) / len(values)},
+    'eval_per_seed': per_seed,
+    'eval_ensemble': {metric: 0.5},
+    'train_seconds': 1.5,
+    'compile_seconds': 7.25,
+    'platform': 'cpu',
+    'num_devices': 1,
+    **extra,
+  }
 
 
 def fake_record(spec, values, metric='accuracy', wall=12.0):
-  return {'spec': spec, 'workdir': '/nowhere', 'wall_seconds': wall,
-          'command': report.command(spec, len(values)),
-          'results': fake_results(values, metric)}
+  return {
+    'spec': spec,
+    'workdir': '/nowhere',
+    'wall_seconds': wall,
+    'command': report.command(spec, len(values)),
+    'results': fake_results(values, metric),
+  }
 
 
 def test_seed_summary_median_quartiles_range():
@@ -68,8 +82,10 @@ def test_headline_and_metric_rows():
 
 
 def test_blocks_and_page_from_fake_records(tmp_path):
-  records = {'vanilla_fast': fake_record('vanilla_fast', [1.0] * 20),
-             'vanilla': fake_record('vanilla', PER_SEED)}
+  records = {
+    'vanilla_fast': fake_record('vanilla_fast', [1.0] * 20),
+    'vanilla': fake_record('vanilla', PER_SEED),
+  }
   block = report.readme_block(records)
   rows = [l for l in block.splitlines() if l.startswith('| `')]
   assert len(rows) == 2 and rows[0].startswith('| `vanilla` (default)')
@@ -79,17 +95,23 @@ def test_blocks_and_page_from_fake_records(tmp_path):
   assert '0 of 5 seeds at accuracy ≥ 1.0' in claims
   assert '20 of 20 seeds at accuracy ≥ 1.0' in claims
   assert '`stacked`: not run' in claims
-  env = {'cpu': 'Some CPU', 'cores': 2, 'backend': 'cpu × 1',
-         'python': '3.11', 'versions': {'jax': '0.0'}}
+  env = {
+    'cpu': 'Some CPU',
+    'cores': 2,
+    'backend': 'cpu × 1',
+    'python': '3.11',
+    'versions': {'jax': '0.0'},
+  }
   page = report.results_markdown(records, env, str(tmp_path))
   assert '- machine: Some CPU, 2 cores; backend cpu × 1' in page
   assert '5 seeds (0–4)' in page
   assert 'accuracy per seed: 0.443, 0.439, 0.463, 0.496, 0.453.' in page
   assert report.command('vanilla', 5) in page
-  assert '## Figures' not in page          # no figure was copied
+  assert '## Figures' not in page  # no figure was copied
   table = report.experiments_block(records)
-  assert ('| `vanilla` | accuracy | 0.453 | 0.443–0.463 | 0.439–0.496 | '
-          '0–4 |') in table
+  assert (
+    '| `vanilla` | accuracy | 0.453 | 0.443–0.463 | 0.439–0.496 | 0–4 |'
+  ) in table
 
 
 def test_claim_on_a_smaller_test_set():
@@ -97,26 +119,33 @@ def test_claim_on_a_smaller_test_set():
   records = {'cnn_lstm': fake_record('cnn_lstm', [0.99, 0.996, 0.998])}
   table = report.claims_table(records)
   assert '`cnn_lstm`: accuracy 0.996 [0.99–0.998]; 0 of 3 seeds' in table
-  assert f'all right with probability {0.996 ** 100:.2f}' in table
+  assert f'all right with probability {0.996**100:.2f}' in table
   assert 'clipped to global norm 1): the run beside' in table
 
 
 def test_paired_line_counts_seeds_ahead():
-  records = {'bidirectional': fake_record('bidirectional', [0.99, 0.98, 0.97]),
-             'bidirectional:forward': fake_record('bidirectional:forward',
-                                                  [0.98, 0.98, 0.99])}
-  line = report.paired_line(records, 'bidirectional', 'bidirectional:forward',
-                            'accuracy')
-  assert 'ahead of `bidirectional:forward` on per-step accuracy on 1 of 3 ' \
-      'seeds, level on 1' in line
+  records = {
+    'bidirectional': fake_record('bidirectional', [0.99, 0.98, 0.97]),
+    'bidirectional:forward': fake_record(
+      'bidirectional:forward', [0.98, 0.98, 0.99]
+    ),
+  }
+  line = report.paired_line(
+    records, 'bidirectional', 'bidirectional:forward', 'accuracy'
+  )
+  assert (
+    'ahead of `bidirectional:forward` on per-step accuracy on 1 of 3 '
+    'seeds, level on 1' in line
+  )
 
 
 def test_baselines_beside_the_model():
   record = fake_record('sunspots', [250.0, 220.0, 350.0], metric='mse')
   record['results']['eval_ensemble'] = {'mse': 240.0, 'mae': 11.0}
   record['results']['baselines'] = {
-      'linear_ar': {'mse': 260.0, 'mae': 12.0, 'mase': 0.5},
-      'persistence': {'mse': 400.0, 'mae': 15.0, 'mase': 0.7}}
+    'linear_ar': {'mse': 260.0, 'mae': 12.0, 'mase': 0.5},
+    'persistence': {'mse': 400.0, 'mae': 15.0, 'mase': 0.7},
+  }
   text = report.experiments_block({'sunspots': record})
   assert '| `sunspots`, median of 3 seeds | 250.0 | – | – |' in text
   assert '| `sunspots`, ensemble of the seeds | 240.0 | 11.0 | – |' in text
@@ -125,8 +154,13 @@ def test_baselines_beside_the_model():
 
 
 def test_rewrite_block_is_idempotent_and_keeps_the_rest():
-  text = ('# Title\n\nbefore ✓\n' + report.BEGIN + '\nold table\n' +
-          report.END + '\n<!-- TODO: keep me -->\nafter\n')
+  text = (
+    '# Title\n\nbefore ✓\n'
+    + report.BEGIN
+    + '\nold table\n'
+    + report.END
+    + '\n<!-- TODO: keep me -->\nafter\n'
+  )
   once = report.rewrite_block(text, '| new | table |\n')
   twice = report.rewrite_block(once, '| new | table |')
   assert once == twice
@@ -154,7 +188,7 @@ def test_fresh_workdir_refuses_a_foreign_directory(tmp_path):
   (tmp_path / 'stacked').mkdir()
   (tmp_path / 'stacked' / 'train.log').write_text('')
   path = report.fresh_workdir(str(tmp_path), 'stacked')
-  assert os.listdir(path) == ['train.log']   # the report's mark
+  assert os.listdir(path) == ['train.log']  # the report's mark
 
 
 def test_report_command_tiny_real_run(tmp_path):
@@ -165,12 +199,22 @@ def test_report_command_tiny_real_run(tmp_path):
   readme = tmp_path / 'README.md'
   readme.write_text(original)
   out, runs = tmp_path / 'docs' / 'results.md', tmp_path / 'runs'
-  argv = [sys.executable, '-m', 'lstm_flax.report', '--configs=vanilla',
-          '--num_seeds=2', '--override=train.steps=20',
-          '--override=train.steps_per_call=10', f'--out={out}',
-          f'--readme={readme}', '--experiments=', f'--runs_dir={runs}']
-  done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
-                        check=False)
+  argv = [
+    sys.executable,
+    '-m',
+    'lstm_flax.report',
+    '--configs=vanilla',
+    '--num_seeds=2',
+    '--override=train.steps=20',
+    '--override=train.steps_per_call=10',
+    f'--out={out}',
+    f'--readme={readme}',
+    '--experiments=',
+    f'--runs_dir={runs}',
+  ]
+  done = subprocess.run(
+    argv, cwd=REPO, capture_output=True, text=True, check=False
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   with open(runs / 'vanilla' / 'results.json') as f:
     results = json.load(f)
@@ -183,7 +227,12 @@ def test_report_command_tiny_real_run(tmp_path):
   assert new.split(report.BEGIN)[0] == original.split(report.BEGIN)[0]
   assert new.split(report.END)[1] == original.split(report.END)[1]
   assert '| `vanilla` (default) |' in new and '(2 seeds)' in new
-  again = subprocess.run(argv[:-1] + ['--notrain', f'--runs_dir={runs}'],
-                         cwd=REPO, capture_output=True, text=True, check=False)
+  again = subprocess.run(
+    argv[:-1] + ['--notrain', f'--runs_dir={runs}'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert again.returncode == 0, again.stderr[-3000:]
   assert readme.read_text() == new and out.read_text() == page

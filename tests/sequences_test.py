@@ -19,10 +19,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def make_npz(path, n=90, steps=5, classes=True, **extra):
   """x[i, :, 0] = i (an example id), x[i, :, 1] noise; y from the id."""
   rng = np.random.default_rng(0)
-  x = np.stack([np.repeat(np.arange(n, dtype=float)[:, None], steps, 1),
-                rng.normal(size=(n, steps))], axis=-1)
-  y = (np.arange(n) % 3).astype(np.int64) if classes else np.stack(
-      [np.arange(n) * 2.0 + 10, -np.arange(n) * 1.0], axis=1)
+  x = np.stack(
+    [
+      np.repeat(np.arange(n, dtype=float)[:, None], steps, 1),
+      rng.normal(size=(n, steps)),
+    ],
+    axis=-1,
+  )
+  y = (
+    (np.arange(n) % 3).astype(np.int64)
+    if classes
+    else np.stack([np.arange(n) * 2.0 + 10, -np.arange(n) * 1.0], axis=1)
+  )
   arrays = {'x': x, 'y': y, **extra}
   np.savez(path, **arrays)
   return str(path)
@@ -40,15 +48,18 @@ def test_classes_split_is_seeded_stratified_and_disjoint(tmp_path):
   for part in ('train', 'valid', 'test'):
     x, y = task.held_out(part)
     assert x.dtype == np.float32 and x.shape[1:] == (5, 2)
-    parts[part] = x[:, 0, 0]     # the example ids, normalised
-    np.testing.assert_array_equal(np.bincount(y, minlength=3),
-                                  {'train': [18] * 3, 'valid': [6] * 3,
-                                   'test': [6] * 3}[part])
+    parts[part] = x[:, 0, 0]  # the example ids, normalised
+    np.testing.assert_array_equal(
+      np.bincount(y, minlength=3),
+      {'train': [18] * 3, 'valid': [6] * 3, 'test': [6] * 3}[part],
+    )
   all_x = np.concatenate([parts[p] for p in parts])
-  assert len(np.unique(np.round(all_x, 4))) == 90      # disjoint, complete
+  assert len(np.unique(np.round(all_x, 4))) == 90  # disjoint, complete
   # Another seed, another split; the same seed, the same one.
   again = task_of(path, split=(0.6, 0.8, 1.0), seed=3)
-  np.testing.assert_array_equal(again.held_out('test')[0], task.held_out('test')[0])
+  np.testing.assert_array_equal(
+    again.held_out('test')[0], task.held_out('test')[0]
+  )
   other = task_of(path, split=(0.6, 0.8, 1.0), seed=4)
   assert not np.array_equal(other.held_out('test')[0], task.held_out('test')[0])
 
@@ -63,8 +74,10 @@ def test_training_batches_come_from_the_training_part(tmp_path):
   np.testing.assert_array_equal(drawn, np.unique(np.round(train_x[:, 0, 0], 5)))
   # Labels travel with their examples.
   lookup = dict(zip(np.round(train_x[:, 0, 0], 5), train_y))
-  assert all(lookup[k] == l for k, l in zip(np.round(np.asarray(x)[:, 0, 0], 5),
-                                            np.asarray(y)))
+  assert all(
+    lookup[k] == l
+    for k, l in zip(np.round(np.asarray(x)[:, 0, 0], 5), np.asarray(y))
+  )
   # Normalised with the training part only: mean 0, std 1 there.
   np.testing.assert_allclose(train_x.mean(axis=(0, 1)), 0, atol=1e-5)
   np.testing.assert_allclose(train_x.std(axis=(0, 1)), 1, atol=1e-5)
@@ -79,7 +92,8 @@ def test_classification_metrics(tmp_path):
   assert float(m['accuracy']) == pytest.approx(1 - 1 / len(y))
   np.testing.assert_array_equal(task.decode(logits)[1:], y[1:])
   assert task.baselines()['majority_class']['accuracy'] == pytest.approx(
-      np.mean(y == 0))    # ties -> the lowest class
+    np.mean(y == 0)
+  )  # ties -> the lowest class
 
 
 def test_regression_metrics_in_y_units(tmp_path):
@@ -92,7 +106,9 @@ def test_regression_metrics_in_y_units(tmp_path):
   decoded = np.asarray(task.decode(jnp.asarray(y)))
   # Decoded targets are the stored ones, found by their example ids.
   assert all(any(np.allclose(d, r, atol=1e-3) for r in raw_y) for d in decoded)
-  std = np.asarray(task.decode(jnp.ones((1, 2))) - task.decode(jnp.zeros((1, 2))))[0]
+  std = np.asarray(
+    task.decode(jnp.ones((1, 2))) - task.decode(jnp.zeros((1, 2)))
+  )[0]
   m = task.metrics(jnp.asarray(y) + 0.5, jnp.asarray(y))
   assert float(m['mae']) == pytest.approx(0.5 * std.mean(), rel=1e-5)
   assert float(m['mse']) == pytest.approx(np.mean((0.5 * std) ** 2), rel=1e-5)
@@ -103,35 +119,78 @@ def test_regression_metrics_in_y_units(tmp_path):
   assert c.num_outputs == 1 and c.held_out('test')[1].shape[1] == 1
 
 
-@pytest.mark.parametrize('arrays, options, pattern', [
+@pytest.mark.parametrize(
+  'arrays, options, pattern',
+  [
     ({'x': np.zeros((10, 4, 1))}, {}, r"no array 'y'.*\['x'\]"),
     ({'y': np.zeros(10)}, {}, r"no array 'x'"),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.zeros(9, int)}, {},
-     'x has 10 examples and y 9'),
-    ({'x': np.zeros((10, 4)), 'y': np.zeros(10, int)}, {},
-     r'x must be numbers of shape \(N, T, F\)'),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.zeros(10, int),
-      'lengths': np.full(10, 4)}, {}, "'lengths'.*cannot take yet"),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.full(10, 0.5)}, {'kind': 'classes'},
-     r'integers >= 0; y\[0\]'),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.zeros((10, 2))}, {'kind': 'classes'},
-     r'classes need y of shape \(N,\)'),
-    ({'x': np.where(np.arange(10)[:, None, None] == 7, np.nan,
-                    np.zeros((10, 4, 1))), 'y': np.zeros(10, int)}, {},
-     r'x\[7\] holds a missing'),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2}, {'kind': 'labels'},
-     'task.kind'),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2},
-     {'split': (0.5, 0.4, 1.0)}, 'train_end < valid_end'),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2},
-     {'split': (8, 9, 11)}, r'past the end of the examples \(10 examples\)'),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.zeros(9, int)},
+      {},
+      'x has 10 examples and y 9',
+    ),
+    (
+      {'x': np.zeros((10, 4)), 'y': np.zeros(10, int)},
+      {},
+      r'x must be numbers of shape \(N, T, F\)',
+    ),
+    (
+      {
+        'x': np.zeros((10, 4, 1)),
+        'y': np.zeros(10, int),
+        'lengths': np.full(10, 4),
+      },
+      {},
+      "'lengths'.*cannot take yet",
+    ),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.full(10, 0.5)},
+      {'kind': 'classes'},
+      r'integers >= 0; y\[0\]',
+    ),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.zeros((10, 2))},
+      {'kind': 'classes'},
+      r'classes need y of shape \(N,\)',
+    ),
+    (
+      {
+        'x': np.where(
+          np.arange(10)[:, None, None] == 7, np.nan, np.zeros((10, 4, 1))
+        ),
+        'y': np.zeros(10, int),
+      },
+      {},
+      r'x\[7\] holds a missing',
+    ),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2},
+      {'kind': 'labels'},
+      'task.kind',
+    ),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2},
+      {'split': (0.5, 0.4, 1.0)},
+      'train_end < valid_end',
+    ),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2},
+      {'split': (8, 9, 11)},
+      r'past the end of the examples \(10 examples\)',
+    ),
     # 5 classes of 2: each class's 0.6 and 0.7 round to its first example.
-    ({'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 5},
-     {'split': (0.6, 0.7, 1.0)}, 'the valid part of 10 examples would be '
-     'empty'),
-    ({'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2}, {'shuffle': True},
-     "takes no option 'shuffle'"),
-])
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 5},
+      {'split': (0.6, 0.7, 1.0)},
+      'the valid part of 10 examples would be empty',
+    ),
+    (
+      {'x': np.zeros((10, 4, 1)), 'y': np.arange(10) % 2},
+      {'shuffle': True},
+      "takes no option 'shuffle'",
+    ),
+  ],
+)
 def test_bad_files_and_options(tmp_path, arrays, options, pattern):
   path = tmp_path / 'bad.npz'
   np.savez(path, **arrays)
@@ -151,7 +210,8 @@ def test_bad_paths(tmp_path):
 
 def load_config(name):
   spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'configs', f'{name}.py'))
+    name, os.path.join(ROOT, 'configs', f'{name}.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
@@ -159,6 +219,7 @@ def load_config(name):
 
 def test_sequences_config(tmp_path):
   from lstm_flax import experiment  # pylint: disable=g-import-not-at-top
+
   config = load_config('sequences')
   with pytest.raises(ConfigError, match='--config.task.path'):
     experiment.check_config(config)

@@ -60,8 +60,9 @@ def test_one_step_changes_every_parameter(config_module):
   new_state, metrics = _one_step(step, keys)(state)
   assert np.isfinite(metrics['loss']) and metrics['grad_norm'] > 0
   assert int(new_state.step) == 1
-  changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)),
-                                   state.params, new_state.params)
+  changed = jax.tree_util.tree_map(
+    lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params
+  )
   assert all(jax.tree_util.tree_leaves(changed)), changed
 
 
@@ -73,17 +74,24 @@ def test_k_steps_per_call_equal_k_single_steps_and_remainder():
   for _ in range(7):
     expected, metrics = single(expected)
     losses.append(float(metrics['loss']))
-  chunk = jax.jit(programs.make_train_chunk(step, steps_per_call=5)).lower(
-      state, keys.batch, keys.dropout, 0).compile()
+  chunk = (
+    jax.jit(programs.make_train_chunk(step, steps_per_call=5))
+    .lower(state, keys.batch, keys.dropout, 0)
+    .compile()
+  )
   got, first, finite = chunk(state, keys.batch, keys.dropout, 5)
   got, rest, _ = chunk(got, keys.batch, keys.dropout, 2)  # the same program
   assert got.step.tolist() == [7] and finite.tolist() == [True]
   np.testing.assert_allclose(
-      np.concatenate([first['loss'][:, 0], rest['loss'][:2, 0]]), losses,
-      rtol=1e-5)
-  assert np.isnan(rest['loss'][2:]).all()      # skipped steps
-  for a, b in zip(jax.tree_util.tree_leaves(programs.replica(got.params)),
-                  jax.tree_util.tree_leaves(expected.params)):
+    np.concatenate([first['loss'][:, 0], rest['loss'][:2, 0]]),
+    losses,
+    rtol=1e-5,
+  )
+  assert np.isnan(rest['loss'][2:]).all()  # skipped steps
+  for a, b in zip(
+    jax.tree_util.tree_leaves(programs.replica(got.params)),
+    jax.tree_util.tree_leaves(expected.params),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -97,13 +105,15 @@ def test_batches_are_drawn_from_seed_and_step():
   assert not np.array_equal(a[0], b[0])
   # Same seed, same parameters; another seed, others.
   _, again, _, _ = _setup(config)
-  np.testing.assert_array_equal(state.params['lstm_0']['kernel'],
-                                again.params['lstm_0']['kernel'])
+  np.testing.assert_array_equal(
+    state.params['lstm_0']['kernel'], again.params['lstm_0']['kernel']
+  )
   with config.unlocked():
     config.seed = 1
   _, other, _, _ = _setup(config)
-  assert not np.array_equal(state.params['lstm_0']['kernel'],
-                            other.params['lstm_0']['kernel'])
+  assert not np.array_equal(
+    state.params['lstm_0']['kernel'], other.params['lstm_0']['kernel']
+  )
 
 
 def test_run_keys_give_the_same_batches_with_either_threefry():
@@ -111,12 +121,18 @@ def test_run_keys_give_the_same_batches_with_either_threefry():
   step time unrolled (prng.py): the data must not depend on which."""
   unrolled = experiment.run_keys(3, 1, 2, unrolled_batch_keys=True)
   looped = experiment.run_keys(3, 1, 2, unrolled_batch_keys=False)
-  assert (str(jax.random.key_impl(unrolled.batch)) !=
-          str(jax.random.key_impl(looped.batch)))
-  for keys in (unrolled, looped):   # init and eval keys: JAX's own
-    assert (str(jax.random.key_impl(keys.init)) ==
-            str(jax.random.key_impl(keys.eval)) == 'threefry2x32')
-  generate = jax.jit(jax.vmap(lambda k: data.damped_sine(jax.random.fold_in(k, 7), 4)))
+  assert str(jax.random.key_impl(unrolled.batch)) != str(
+    jax.random.key_impl(looped.batch)
+  )
+  for keys in (unrolled, looped):  # init and eval keys: JAX's own
+    assert (
+      str(jax.random.key_impl(keys.init))
+      == str(jax.random.key_impl(keys.eval))
+      == 'threefry2x32'
+    )
+  generate = jax.jit(
+    jax.vmap(lambda k: data.damped_sine(jax.random.fold_in(k, 7), 4))
+  )
   for a, b in zip(generate(unrolled.batch), generate(looped.batch)):
     np.testing.assert_array_equal(a, b)
 
@@ -125,9 +141,11 @@ def test_evaluate_is_independent_of_eval_batch_size():
   config = _tiny(vanilla)
   task, state, _, keys = _setup(config)
   whole, whole_ensemble, _ = programs.make_evaluate(task, 200, 200)(
-      state.apply_fn, state.params, keys.eval)
+    state.apply_fn, state.params, keys.eval
+  )
   parts, _, _ = programs.make_evaluate(task, 200, 50)(
-      state.apply_fn, state.params, keys.eval)
+    state.apply_fn, state.params, keys.eval
+  )
   for k in whole:
     assert whole[k].shape == (1,)
     np.testing.assert_allclose(whole[k], parts[k], rtol=1e-5)
@@ -142,15 +160,19 @@ def test_eval_program_keeps_the_predict_programs_examples(num_seeds):
   config = _tiny(stacked)
   task, state, _, keys = _setup(config)
   params = state.params
-  if num_seeds > 1:   # replica 0 = the state above, replica 1 perturbed
-    params = jax.tree_util.tree_map(lambda p: jnp.concatenate([p, p * 1.5]),
-                                    params)
+  if num_seeds > 1:  # replica 0 = the state above, replica 1 perturbed
+    params = jax.tree_util.tree_map(
+      lambda p: jnp.concatenate([p, p * 1.5]), params
+    )
   plain, _, _ = programs.make_evaluate(task, 200, 50)(
-      state.apply_fn, params, keys.eval)
+    state.apply_fn, params, keys.eval
+  )
   metrics, _, kept = programs.make_evaluate(task, 200, 50, keep_examples=4)(
-      state.apply_fn, params, keys.eval)
+    state.apply_fn, params, keys.eval
+  )
   want = programs.make_predict(task, 4)(
-      state.apply_fn, programs.replica(state.params), keys.eval)
+    state.apply_fn, programs.replica(state.params), keys.eval
+  )
   for k in plain:
     assert plain[k].shape == (num_seeds,)
     np.testing.assert_array_equal(plain[k], metrics[k])
@@ -163,8 +185,7 @@ def test_eval_program_keeps_the_predict_programs_examples(num_seeds):
 
 
 def test_train_and_evaluate_writes_results_and_metrics(tmp_path):
-  config = _tiny(stacked, steps=12, steps_per_call=5, batch_size=4,
-                 log_every=5)
+  config = _tiny(stacked, steps=12, steps_per_call=5, batch_size=4, log_every=5)
   with config.unlocked():
     config.eval.num_examples = 20
     config.eval.batch_size = 10
@@ -176,31 +197,48 @@ def test_train_and_evaluate_writes_results_and_metrics(tmp_path):
   assert saved['steps'] == 12 and saved['train_seconds'] > 0
   assert set(saved['eval']) >= {'mae', 'rmse', 'loss', 'num_examples'}
   assert saved['eval']['rmse'] >= saved['eval']['mae'] > 0
-  lines = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  lines = [
+    json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  ]
   assert [l['step'] for l in lines] == [5, 10, 12, 12]
   assert all(np.isfinite(l['train_loss']) for l in lines[:3])
-  assert all(l['learning_rate'] == 1e-3 and l['grad_norm'] > 0
-             for l in lines[:3])
+  assert all(
+    l['learning_rate'] == 1e-3 and l['grad_norm'] > 0 for l in lines[:3]
+  )
   assert lines[-1]['final/mae'] == saved['eval']['mae']
   assert saved['final_train_loss'] == lines[2]['train_loss']
-  assert saved['final_train_loss_steps'] == 2     # steps 11 and 12
+  assert saved['final_train_loss_steps'] == 2  # steps 11 and 12
   assert saved['compile_plan']['goal'] == 'compile_time'
   assert saved['compilation']['programs'] >= 2
 
 
 def _run_train(workdir, *args, timeout=600):
   return subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'train.py'), f'--workdir={workdir}',
-       '--compilation_cache_dir=', *args],
-      capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    [
+      sys.executable,
+      os.path.join(ROOT, 'train.py'),
+      f'--workdir={workdir}',
+      '--compilation_cache_dir=',
+      *args,
+    ],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=ROOT,
+    env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+  )
 
 
 def test_train_py_with_overrides_writes_valid_results(tmp_path):
-  proc = _run_train(tmp_path, '--config=configs/vanilla.py',
-                    '--config.train.steps=30', '--config.train.steps_per_call=8',
-                    '--config.train.log_every=8',
-                    '--config.eval.num_examples=50', '--config.eval.batch_size=25')
+  proc = _run_train(
+    tmp_path,
+    '--config=configs/vanilla.py',
+    '--config.train.steps=30',
+    '--config.train.steps_per_call=8',
+    '--config.train.log_every=8',
+    '--config.eval.num_examples=50',
+    '--config.eval.batch_size=25',
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['config'] == 'vanilla' and results['task'] == 'echo'
@@ -239,9 +277,12 @@ def test_cnn_lstm_seed_protocol_reaches_accuracy_target(tmp_path):
   assert (tmp_path / 'moving_line.png').stat().st_size > 10000
 
 
-def test_figure_is_skipped_with_one_log_line_without_matplotlib(tmp_path, monkeypatch):
+def test_figure_is_skipped_with_one_log_line_without_matplotlib(
+  tmp_path, monkeypatch
+):
   import builtins  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+
   real_import = builtins.__import__
 
   def no_matplotlib(name, *args, **kwargs):
@@ -251,7 +292,9 @@ def test_figure_is_skipped_with_one_log_line_without_matplotlib(tmp_path, monkey
 
   messages = []
   monkeypatch.setattr(builtins, '__import__', no_matplotlib)
-  monkeypatch.setattr(logging, 'info', lambda msg, *a: messages.append(str(msg)))
+  monkeypatch.setattr(
+    logging, 'info', lambda msg, *a: messages.append(str(msg))
+  )
   config = _tiny(stacked, steps=5, steps_per_call=5, batch_size=2)
   with config.unlocked():
     config.eval.num_examples = 10
@@ -262,13 +305,17 @@ def test_figure_is_skipped_with_one_log_line_without_matplotlib(tmp_path, monkey
   assert sum('figure skipped' in m for m in messages) == 1
 
 
-@pytest.mark.parametrize('goal,unroll,want_unroll,want_emitters', [
+@pytest.mark.parametrize(
+  'goal,unroll,want_unroll,want_emitters',
+  [
     ('compile_time', 0, 1, False),
-    ('compile_time', 5, 5, False),       # an explicit unroll is kept
+    ('compile_time', 5, 5, False),  # an explicit unroll is kept
     ('step_time', 0, 0, True),
-])
+  ],
+)
 def test_build_compiles_the_train_program_for_what_optimize_for_says(
-    goal, unroll, want_unroll, want_emitters, monkeypatch):
+  goal, unroll, want_unroll, want_emitters, monkeypatch
+):
   config = _tiny(vanilla, steps=3, steps_per_call=3)
   with config.unlocked():
     config.train.optimize_for = goal
@@ -285,14 +332,16 @@ def test_build_compiles_the_train_program_for_what_optimize_for_says(
   assert exp.model.recurrent.unroll == want_unroll == exp.plan.unroll
   # The last -O1 compile is the train program's (the plan may compile an
   # empty program with the same options first; init compiles at -O0).
-  train_options = [o for o in compiled_with
-                   if o.get('xla_backend_optimization_level') == 1][-1]
-  if jax.default_backend() == 'cpu':   # other backends do not take the field
+  train_options = [
+    o for o in compiled_with if o.get('xla_backend_optimization_level') == 1
+  ][-1]
+  if jax.default_backend() == 'cpu':  # other backends do not take the field
     assert train_options['xla_cpu_use_fusion_emitters'] == want_emitters
   else:
     assert not any(k.startswith('xla_cpu_') for k in train_options)
   state, metrics, finite = exp.programs['train'](
-      exp.init(), exp.keys.batch, exp.keys.dropout, 3)
+    exp.init(), exp.keys.batch, exp.keys.dropout, 3
+  )
   assert np.isfinite(np.asarray(metrics['loss'])).all() and finite.all()
   assert state.step.tolist() == [3]
 
@@ -310,12 +359,21 @@ def test_seeds_share_one_program_keys_are_arguments():
   assert texts[0] == texts[1]
 
 
-@pytest.mark.parametrize('step,want', [
-    (0, 5), (5, 3), (8, 2), (10, 2),   # eval every 4, checkpoints every 10
-])
+@pytest.mark.parametrize(
+  'step,want',
+  [
+    (0, 5),
+    (5, 3),
+    (8, 2),
+    (10, 2),  # eval every 4, checkpoints every 10
+  ],
+)
 def test_chunks_end_at_validation_and_checkpoint_steps(step, want):
-  assert train_lib.chunk_length(step, 5, 12, 4, 10) == want if step != 0 else \
-      train_lib.chunk_length(step, 5, 12, 0, 10) == want
+  assert (
+    train_lib.chunk_length(step, 5, 12, 4, 10) == want
+    if step != 0
+    else train_lib.chunk_length(step, 5, 12, 0, 10) == want
+  )
 
 
 def _run(tmp_path, name, **fields):
@@ -332,13 +390,18 @@ def _run(tmp_path, name, **fields):
 
 
 def _records(workdir):
-  return [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [
+    json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
 
 
 def test_validation_every_n_steps_keeps_the_best_checkpoint(tmp_path):
-  results, workdir = _run(tmp_path, 'w', train=dict(
-      steps=12, steps_per_call=5, batch_size=4, log_every=4),
-                          eval=dict(every_steps=4))
+  results, workdir = _run(
+    tmp_path,
+    'w',
+    train=dict(steps=12, steps_per_call=5, batch_size=4, log_every=4),
+    eval=dict(every_steps=4),
+  )
   records = _records(workdir)
   validations = [r for r in records if 'eval/mae' in r]
   assert [r['step'] for r in validations] == [4, 8, 12]
@@ -352,8 +415,10 @@ def test_validation_every_n_steps_keeps_the_best_checkpoint(tmp_path):
 
 def _final_params(workdir):
   from lstm_flax import checkpoints  # pylint: disable=g-import-not-at-top
+
   restored, step, _ = checkpoints.restore_newest_readable(
-      checkpoints.directory(str(workdir)), None)
+    checkpoints.directory(str(workdir)), None
+  )
   return step, restored['params']
 
 
@@ -373,39 +438,60 @@ def test_init_from_another_workdir_starts_from_its_parameters(tmp_path):
   _run(tmp_path, 'source', train=dict(steps=5, steps_per_call=5, batch_size=4))
   _, source = _final_params(tmp_path / 'source')
   results, workdir = _run(
-      tmp_path, 'warm', train=dict(steps=1, steps_per_call=1, batch_size=4,
-                                   init_from=str(tmp_path / 'source')),
-      optimizer=dict(learning_rate=1e-9))
+    tmp_path,
+    'warm',
+    train=dict(
+      steps=1,
+      steps_per_call=1,
+      batch_size=4,
+      init_from=str(tmp_path / 'source'),
+    ),
+    optimizer=dict(learning_rate=1e-9),
+  )
   _, warm = _final_params(workdir)
-  for x, y in zip(jax.tree_util.tree_leaves(source),
-                  jax.tree_util.tree_leaves(warm)):
-    np.testing.assert_allclose(x, y, atol=1e-6)   # one step at lr 1e-9
+  for x, y in zip(
+    jax.tree_util.tree_leaves(source), jax.tree_util.tree_leaves(warm)
+  ):
+    np.testing.assert_allclose(x, y, atol=1e-6)  # one step at lr 1e-9
   assert results['steps'] == 1
 
 
 def test_init_from_a_model_of_another_shape_is_a_clear_error(tmp_path):
   _run(tmp_path, 'source', train=dict(steps=2, steps_per_call=2, batch_size=4))
   from lstm_flax import warm_start  # pylint: disable=g-import-not-at-top
+
   with pytest.raises(warm_start.WarmStartError, match='shape'):
-    _run(tmp_path, 'warm', train=dict(steps=1, init_from=str(tmp_path / 'source')),
-         model=dict(layer_sizes=(20, 21)))
+    _run(
+      tmp_path,
+      'warm',
+      train=dict(steps=1, init_from=str(tmp_path / 'source')),
+      model=dict(layer_sizes=(20, 21)),
+    )
 
 
 def test_an_update_that_overflows_the_parameters_saves_nothing(tmp_path):
   """A learning rate float32 cannot hold: the loss of step 1 is finite, the
   parameters after it are not.  The run stops before saving them."""
   with pytest.raises(runtime.TrainingError, match='non-finite parameters'):
-    _run(tmp_path, 'w', train=dict(steps=1, steps_per_call=1, batch_size=4),
-         optimizer=dict(learning_rate=1e39))
+    _run(
+      tmp_path,
+      'w',
+      train=dict(steps=1, steps_per_call=1, batch_size=4),
+      optimizer=dict(learning_rate=1e39),
+    )
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints' / '1')
   assert not (tmp_path / 'w' / 'results.json').exists()
 
 
 def test_final_eval_from_the_best_checkpoint_when_asked(tmp_path):
   from lstm_flax import inference  # pylint: disable=g-import-not-at-top
-  results, workdir = _run(tmp_path, 'w', train=dict(
-      steps=12, steps_per_call=4, batch_size=4, log_every=4),
-                          eval=dict(every_steps=4, final_from_best=True))
+
+  results, workdir = _run(
+    tmp_path,
+    'w',
+    train=dict(steps=12, steps_per_call=4, batch_size=4, log_every=4),
+    eval=dict(every_steps=4, final_from_best=True),
+  )
   best = results['best']['step']
   assert results['eval_checkpoint'] == f'best (step {best})'
   config = _tiny(stacked, steps=12, steps_per_call=4, batch_size=4)
@@ -422,10 +508,13 @@ def test_resume_may_turn_on_clipping_and_lower_the_learning_rate(tmp_path):
   or clipping.  The rerun resumes from the checkpoint, it does not restart."""
   train = dict(steps_per_call=4, batch_size=4, log_every=4)
   _run(tmp_path, 'w', train=dict(steps=4, **train))
-  results, workdir = _run(tmp_path, 'w', train=dict(steps=8, **train),
-                          optimizer=dict(grad_clip_norm=1.0,
-                                         learning_rate=5e-4))
+  results, workdir = _run(
+    tmp_path,
+    'w',
+    train=dict(steps=8, **train),
+    optimizer=dict(grad_clip_norm=1.0, learning_rate=5e-4),
+  )
   assert not (workdir / 'unreadable_checkpoints').exists()
   steps = [r['step'] for r in _records(workdir) if 'train_loss' in r]
-  assert steps == [4, 8]                     # resumed at 4, not redone
+  assert steps == [4, 8]  # resumed at 4, not redone
   assert _records(workdir)[1]['learning_rate'] == 5e-4
