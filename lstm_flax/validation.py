@@ -72,6 +72,16 @@ def validate(config):
   """Checks the fields every experiment has (name, seeds, optimizer, train,
   eval); raises ConfigError.  The task's and model's own fields are checked
   where they are built (``experiment.check_config`` runs every check)."""
+  _check_run_fields(config)
+  _check_optimizer(config.optimizer, config.train.steps)
+  _check_train(config.train)
+  for section in ('train', 'eval'):
+    _check_xla_option_names(section, config[section].xla_options)
+  _check_eval(config.eval)
+
+
+def _check_run_fields(config):
+  """The run's name and seeds."""
   if not isinstance(config.name, str) or not config.name:
     _fail('name', config.name, 'must be a non-empty string')
   integer('seed', config.seed, 0, 2**32 - 1)
@@ -83,16 +93,18 @@ def validate(config):
       f'seed + num_seeds must be <= 2**32 (seed={config.seed})',
     )
 
-  opt = config.optimizer
+
+def _check_optimizer(opt, train_steps):
+  """``config.optimizer``; a cosine warmup must end before ``train_steps``."""
   choice('optimizer.name', opt.name, ('adam', 'adamw', 'sgd'))
   number('optimizer.learning_rate', opt.learning_rate, 0, low_open=True)
   choice('optimizer.schedule', opt.schedule, ('constant', 'cosine'))
   integer('optimizer.warmup_steps', opt.warmup_steps, 0)
-  if opt.warmup_steps >= config.train.steps and opt.schedule == 'cosine':
+  if opt.warmup_steps >= train_steps and opt.schedule == 'cosine':
     _fail(
       'optimizer.warmup_steps',
       opt.warmup_steps,
-      f'must be < config.train.steps={config.train.steps}',
+      f'must be < config.train.steps={train_steps}',
     )
   number('optimizer.final_lr_fraction', opt.final_lr_fraction, 0, 1)
   number('optimizer.grad_clip_norm', opt.grad_clip_norm, 0)
@@ -102,7 +114,9 @@ def validate(config):
   if opt.momentum >= 1:
     _fail('optimizer.momentum', opt.momentum, 'must be < 1')
 
-  train = config.train
+
+def _check_train(train):
+  """``config.train`` except its xla_options."""
   integer('train.steps', train.steps, 1)
   integer('train.batch_size', train.batch_size, 1)
   integer('train.steps_per_call', train.steps_per_call, 1)
@@ -122,10 +136,10 @@ def validate(config):
       train.init_from,
       'must be a path: a workdir or a Keras/PyTorch weights file',
     )
-  for section in ('train', 'eval'):
-    _check_xla_option_names(section, config[section].xla_options)
 
-  ev = config.eval
+
+def _check_eval(ev):
+  """``config.eval`` except its xla_options."""
   integer('eval.num_examples', ev.num_examples, 1)
   integer('eval.batch_size', ev.batch_size, 1, ev.num_examples)
   if ev.num_examples % ev.batch_size:
