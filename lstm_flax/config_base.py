@@ -19,6 +19,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = ml_collections.ConfigDict()
   c.task.name = ''
 
+  _add_model_fields(c)
+  _add_optimizer_fields(c)
+  _add_train_fields(c)
+  _add_eval_fields(c)
+  return c
+
+
+# Each helper adds one section as `c.<section>.<field> = default  # meaning`:
+# config_files.field_meanings reads the meanings (and the paths) from these.
+
+
+def _add_model_fields(c):
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lstm'  # 'lstm', 'cnn_lstm', 'per_step' or
   # 'encoder_decoder' (models.py)
@@ -38,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0  # every LSTM layer's input dropout (training only)
   c.model.recurrent_dropout = 0.0  # every LSTM layer's recurrent dropout
 
+
+def _add_optimizer_fields(c):
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'  # 'adam', 'adamw' or 'sgd'
   c.optimizer.learning_rate = 1e-3
@@ -49,6 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.final_lr_fraction = 0.0  # cosine: final lr / peak lr
   c.optimizer.grad_clip_norm = 0.0  # > 0: clip gradients to this global norm
 
+
+def _add_train_fields(c):
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # optimizer updates
   c.train.batch_size = 32
@@ -77,6 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
   # defaults (lstm_flax/compile_plan.py; CPU-only ones apply on CPU only).
   c.train.xla_options = ml_collections.ConfigDict()
 
+
+def _add_eval_fields(c):
   c.eval = ml_collections.ConfigDict()
   c.eval.num_examples = 1000  # fresh held-out examples
   c.eval.batch_size = 1000  # must divide num_examples
@@ -89,4 +107,3 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.final_from_best = False  # True: the final held-out eval scores the
   # best checkpoint, not the last state
   c.eval.xla_options = ml_collections.ConfigDict()  # as train.xla_options
-  return c
