@@ -21,6 +21,7 @@ program, so every number below is for all of them):
 
 import collections
 import dataclasses
+import functools
 import math
 import os
 from typing import Optional
@@ -169,30 +170,76 @@ def device_memory(device=None):
   return ram // shared_by, what
 
 
-def _refuse(needed: int, limit: int, device: str, parts: str, lower: str):
-  raise validation.ConfigError(
-    f'the config needs about {_gib(needed)} on one device ({parts}), more '
-    f'than its {_gib(limit)} of {device}: lower {lower}'
+_LOWER_EVAL = (
+  'config.eval.batch_size (and config.eval.num_examples, a multiple of it)'
+)
+
+
+def _refuse_over(
+  limit: int, device: str, needed: int, parts: str, lower: str
+) -> None:
+  """Raises ConfigError when ``needed`` bytes exceed ``limit``: the sizes in
+  GiB (``parts``: what they are made of) and the config field to lower."""
+  if needed > limit:
+    raise validation.ConfigError(
+      f'the config needs about {_gib(needed)} on one device ({parts}), more '
+      f'than its {_gib(limit)} of {device}: lower {lower}'
+    )
+
+
+def _state_shapes(model, task, tx):
+  """(one example's input, one replica's TrainState), as shapes only."""
+  key = jax.random.key(0)
+  example, _ = jax.eval_shape(lambda: task.generate(key, 1))
+  params = jax.eval_shape(model.init, key, example)['params']
+  state = jax.eval_shape(
+    lambda p: programs.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
+    params,
+  )
+  return example, state
+
+
+def _batch_bytes(task, n: int, seeds: int) -> int:
+  """Bytes of one batch of ``n`` examples (inputs and targets) per replica,
+  times ``seeds`` replicas."""
+  return seeds * nbytes(
+    jax.eval_shape(lambda: task.generate(jax.random.key(0), n))
   )
 
 
-def _clearly_fits(
-  config,
-  example,
-  state_bytes,
-  train_batch_bytes,
-  eval_batch_bytes,
-  batch,
-  limit,
-) -> bool:
+def _train_step_bytes(task, state, batch: int, seeds: int) -> int:
+  """Peak bytes of one training step on ``batch`` examples, traced for one
+  replica's ``state`` and scaled to ``seeds`` replicas."""
+  step = programs.make_train_step(task, batch)
+  key = jax.random.key(0)  # traced as an input: only its shape matters
+  return seeds * peak_bytes(jax.make_jaxpr(step)(state, key, key).jaxpr)
+
+
+def _eval_bytes(model, task, state, eval_batch: int, seeds: int) -> int:
+  """Peak bytes of one eval batch of ``eval_batch`` examples over ``seeds``
+  replicas' parameters (shape [seeds, ...]), plus their optimizer state and
+  step, which stay on the device during training."""
+  evaluate = programs.make_evaluate(task, eval_batch, eval_batch)
+  replicas = jax.tree_util.tree_map(
+    lambda x: jax.ShapeDtypeStruct((seeds,) + x.shape, x.dtype), state.params
+  )
+  jaxpr = jax.make_jaxpr(
+    lambda params, key: evaluate(model.apply, params, key)
+  )(replicas, jax.random.key(0)).jaxpr
+  return seeds * nbytes((state.opt_state, state.step)) + peak_bytes(jaxpr)
+
+
+def _clearly_fits(config, example, sizes: Estimate, batch: int) -> bool:
   """A generous bound on a step's activations from sizes alone (every input
   and every recurrent unit's value at every step, 16 times over) far below
-  the device's memory: the per-step trace (the slow part) is not needed."""
+  the device's memory: the per-step trace (the slow part) is not needed.
+  ``sizes``: the Estimate's state, batch and limit figures; ``example``: one
+  input, [1, steps, ...]; ``batch``: training examples per device."""
   steps = example.shape[1] if len(example.shape) > 1 else 1
   units = sum(dict(config.model).get('layer_sizes', (1,)))
   recurrent = 4 * config.num_seeds * batch * steps * units
-  rough = 16 * (max(train_batch_bytes, eval_batch_bytes) + recurrent)
-  return state_bytes * 4 + rough < limit / 20
+  rough = 16 * (max(sizes.batch_bytes, sizes.eval_batch_bytes) + recurrent)
+  return sizes.state_bytes * 4 + rough < sizes.limit_bytes / 20
 
 
 def check_fits(
@@ -222,109 +269,55 @@ def check_fits(
   """
   num_devices = num_devices or jax.device_count()
   limit, device = device_memory()
+  refuse = functools.partial(_refuse_over, limit, device)
   seeds = config.num_seeds
   batch = -(-config.train.batch_size // num_devices)
   eval_batch = -(-config.eval.batch_size // num_devices)
 
   # One replica's state: N replicas are N times its bytes (tracing the
   # vmapped programs would cost twice the time for the same numbers).
-  key = jax.random.key(0)
-  example, _ = jax.eval_shape(lambda: task.generate(key, 1))
-  params = jax.eval_shape(model.init, key, example)['params']
-  state = jax.eval_shape(
-    lambda p: programs.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
-    params,
-  )
+  example, state = _state_shapes(model, task, tx)
   state_bytes = seeds * nbytes((state.params, state.opt_state, state.step))
-  params_bytes = seeds * nbytes(state.params)
-  lower_model = 'config.model.layer_sizes' + (
-    ' or config.num_seeds' if seeds > 1 else ''
-  )
-  if state_bytes > limit:
-    _refuse(
-      state_bytes,
-      limit,
-      device,
-      f'parameters and optimizer state {_gib(state_bytes)} for {seeds} seed(s)',
-      lower_model,
-    )
-
-  def batch_bytes(n):
-    return seeds * nbytes(
-      jax.eval_shape(lambda: task.generate(jax.random.key(0), n))
-    )
-
-  train_batch_bytes = batch_bytes(batch)
-  if state_bytes + train_batch_bytes > limit:
-    _refuse(
-      state_bytes + train_batch_bytes,
-      limit,
-      device,
-      f'state {_gib(state_bytes)}, one training batch '
-      f'{_gib(train_batch_bytes)}',
-      'config.train.batch_size',
-    )
-  eval_batch_bytes = batch_bytes(eval_batch)
-  if state_bytes + eval_batch_bytes > limit:
-    _refuse(
-      state_bytes + eval_batch_bytes,
-      limit,
-      device,
-      f'state {_gib(state_bytes)}, one eval batch {_gib(eval_batch_bytes)}',
-      'config.eval.batch_size (and config.eval.num_examples, a multiple of it)',
-    )
-
-  if not precise and _clearly_fits(
-    config,
-    example,
+  lower_model = 'config.model.layer_sizes'
+  lower_model += ' or config.num_seeds' if seeds > 1 else ''
+  refuse(
     state_bytes,
-    train_batch_bytes,
-    eval_batch_bytes,
-    batch,
-    limit,
-  ):
-    return Estimate(
-      state_bytes, train_batch_bytes, 0, eval_batch_bytes, 0, limit, device
-    )
-  step = programs.make_train_step(task, batch)
-  train_step_bytes = seeds * peak_bytes(
-    jax.make_jaxpr(step)(state, key, key).jaxpr
+    f'parameters and optimizer state {_gib(state_bytes)} for {seeds} seed(s)',
+    lower_model,
   )
-  if train_step_bytes > limit:
-    _refuse(
-      train_step_bytes,
-      limit,
-      device,
-      f'state {_gib(state_bytes)}, one training batch '
-      f'{_gib(train_batch_bytes)} and the activations and gradients of '
-      f'one step {_gib(train_step_bytes - state_bytes - train_batch_bytes)}',
-      lower_model if 2 * state_bytes > limit else 'config.train.batch_size',
-    )
+  train_batch_bytes = _batch_bytes(task, batch, seeds)
+  refuse(
+    state_bytes + train_batch_bytes,
+    f'state {_gib(state_bytes)}, one training batch {_gib(train_batch_bytes)}',
+    'config.train.batch_size',
+  )
+  eval_batch_bytes = _batch_bytes(task, eval_batch, seeds)
+  refuse(
+    state_bytes + eval_batch_bytes,
+    f'state {_gib(state_bytes)}, one eval batch {_gib(eval_batch_bytes)}',
+    _LOWER_EVAL,
+  )
+  estimate = Estimate(
+    state_bytes, train_batch_bytes, 0, eval_batch_bytes, 0, limit, device
+  )
+  if not precise and _clearly_fits(config, example, estimate, batch):
+    return estimate  # the activation and eval figures stay 0
 
-  evaluate = programs.make_evaluate(task, eval_batch, eval_batch)
-  replicas = jax.tree_util.tree_map(
-    lambda x: jax.ShapeDtypeStruct((seeds,) + x.shape, x.dtype), state.params
-  )
-  eval_bytes = (state_bytes - params_bytes) + peak_bytes(
-    jax.make_jaxpr(lambda params, key: evaluate(model.apply, params, key))(
-      replicas, key
-    ).jaxpr
-  )
-  if eval_bytes > limit:
-    _refuse(
-      eval_bytes,
-      limit,
-      device,
-      f'state {_gib(state_bytes)}, one eval batch '
-      f'{_gib(eval_batch_bytes)} and its activations',
-      'config.eval.batch_size (and config.eval.num_examples, a multiple of it)',
-    )
-  return Estimate(
-    state_bytes,
-    train_batch_bytes,
+  train_step_bytes = _train_step_bytes(task, state, batch, seeds)
+  refuse(
     train_step_bytes,
-    eval_batch_bytes,
+    f'state {_gib(state_bytes)}, one training batch '
+    f'{_gib(train_batch_bytes)} and the activations and gradients of '
+    f'one step {_gib(train_step_bytes - state_bytes - train_batch_bytes)}',
+    lower_model if 2 * state_bytes > limit else 'config.train.batch_size',
+  )
+  eval_bytes = _eval_bytes(model, task, state, eval_batch, seeds)
+  refuse(
     eval_bytes,
-    limit,
-    device,
+    f'state {_gib(state_bytes)}, one eval batch '
+    f'{_gib(eval_batch_bytes)} and its activations',
+    _LOWER_EVAL,
+  )
+  return dataclasses.replace(
+    estimate, train_step_bytes=train_step_bytes, eval_bytes=eval_bytes
   )
