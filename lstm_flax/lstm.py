@@ -387,8 +387,28 @@ class _Recurrent(nn.Module):
     deterministic,
   ):
     """Projects inputs, scans ``cell`` over time; returns (outputs, carry)."""
-    batch, steps, features = inputs.shape
-    dtype = self.dtype or inputs.dtype
+    inputs, recurrent_mask = self._apply_dropout(inputs, deterministic)
+    steps = inputs.shape[1]
+    if self._fused(steps) and seq_lengths is None and recurrent_mask is None:
+      return self._run_fused(
+        inputs, kernel, input_bias, weights[0], initial_carry
+      )
+    scanned_cell, options, projected, weights = self._project_inputs(
+      cell, inputs, kernel, input_bias, weights
+    )
+    return self._scan_over_time(
+      scanned_cell,
+      options,
+      projected,
+      tuple(weights) + (recurrent_mask,),
+      initial_carry,
+      seq_lengths,
+    )
+
+  def _apply_dropout(self, inputs, deterministic):
+    """Inputs (B, T, F) times the input-dropout mask, and the (B, units)
+    recurrent-dropout mask or None; both masks are sown as intermediates."""
+    batch, _, features = inputs.shape
     input_mask = self._dropout_mask(
       self.dropout, (batch, features), deterministic
     )
@@ -400,14 +420,17 @@ class _Recurrent(nn.Module):
     )
     if recurrent_mask is not None:
       self.sow('intermediates', 'recurrent_dropout_mask', recurrent_mask)
-    if self._fused(steps) and seq_lengths is None and recurrent_mask is None:
-      return self._run_fused(
-        inputs, kernel, input_bias, weights[0], initial_carry
-      )
-    hoisted = hoist_input_projection(
+    return inputs, recurrent_mask
+
+  def _project_inputs(self, cell, inputs, kernel, input_bias, weights):
+    """(scanned cell, its options, scanned inputs, its weights): the input
+    projection hoisted before the scan, or ``cell`` wrapped to do it per step
+    (``hoist_input_projection`` decides)."""
+    batch, steps, features = inputs.shape
+    dtype = self.dtype or inputs.dtype
+    if hoist_input_projection(
       self.input_projection, batch, steps, features, self.units
-    )
-    if hoisted:
+    ):
       # All time steps' input projections in one (B*T, F) x (F, G) matmul.
       projected = (
         jnp.einsum(
@@ -418,21 +441,27 @@ class _Recurrent(nn.Module):
         )
         + input_bias
       )
-      scanned_cell, options = cell, self._cell_options()
-    else:
-      projected = inputs.astype(dtype)  # each step projects its own x_t
-      weights = (kernel.astype(dtype), input_bias) + tuple(weights)
-      scanned_cell = _ProjectInScan
-      options = {
-        'cell': cell,
-        'cell_options': tuple(
-          sorted(
-            dict(
-              self._cell_options(), emit_output=self.return_sequences
-            ).items()
-          )
-        ),
-      }
+      options = dict(self._cell_options(), emit_output=self.return_sequences)
+      return cell, options, projected, weights
+    projected = inputs.astype(dtype)  # each step projects its own x_t
+    weights = (kernel.astype(dtype), input_bias) + tuple(weights)
+    options = {
+      'cell': cell,
+      'cell_options': tuple(
+        sorted(
+          dict(self._cell_options(), emit_output=self.return_sequences).items()
+        )
+      ),
+    }
+    return _ProjectInScan, options, projected, weights
+
+  def _scan_over_time(
+    self, scanned_cell, options, projected, weights, initial_carry, seq_lengths
+  ):
+    """Scans ``scanned_cell`` over the time axis of ``projected`` (B, T, ...):
+    steps past ``seq_lengths`` keep the carry, and ``reverse`` reverses only
+    each sequence's valid steps.  Returns (outputs, carry)."""
+    steps = projected.shape[1]
     valid = None
     if seq_lengths is not None:
       seq_lengths = jnp.asarray(seq_lengths, jnp.int32)
@@ -447,10 +476,8 @@ class _Recurrent(nn.Module):
       out_axes=1,
       unroll=scan_unroll(self.unroll, steps),
     )
-    if hoisted:
-      options = dict(options, emit_output=self.return_sequences)
     carry, outputs = scan(name='cell', **options)(
-      initial_carry, (projected, valid), tuple(weights) + (recurrent_mask,)
+      initial_carry, (projected, valid), weights
     )
     if self.return_sequences and self.reverse:
       outputs = reverse_valid(outputs, seq_lengths)
