@@ -511,16 +511,19 @@ def _std(values):
   return np.where(std > 0, std, 1.0)
 
 
-def load(options) -> SeriesData:
-  """Reads and checks a series from ``options`` (task.* with defaults);
-  every bad value raises validation.ConfigError naming it."""
-  o = options
+def _check_scalars(o):
+  """The integer and choice options, checked before the file is read."""
   v.integer('task.input_length', o['input_length'], 1)
   v.integer('task.output_length', o['output_length'], 1)
   v.integer('task.season', o['season'], 1)
   v.choice('task.fill', o['fill'], FILLS)
   v.choice('task.loss', o['loss'], LOSSES)
-  table = read_table(o['path'])
+
+
+def _chosen_columns(o, table: Table):
+  """(input names, target names) from task.columns / task.targets, after
+  checking task.time_column; refuses a chosen column with a non-numeric
+  value."""
   if not isinstance(o['time_column'], str):
     _error('task.time_column', o['time_column'], 'must be a column name or ""')
   if o['time_column'] and o['time_column'] not in table.columns:
@@ -555,17 +558,15 @@ def load(options) -> SeriesData:
         name,
         f'column {name!r} holds a non-numeric value {text!r} at {where}',
       )
-  bounds = split_rows(o['split'], table.num_rows)
+  return input_names, target_names
+
+
+def _check_windows(o, bounds, num_rows: int):
+  """Refuses a split with a part too short for one window, and a season the
+  training part (MASE) or the first test window (seasonal naive) cannot
+  look back over; ``bounds`` = (train_end, valid_end, test_end) in rows."""
   train_end, valid_end, test_end = bounds
   length, horizon, season = o['input_length'], o['output_length'], o['season']
-
-  filled = {
-    n: fill_missing(n, table.columns[n][:test_end], o['fill'], table)
-    for n in dict.fromkeys(input_names + target_names)
-  }
-  inputs = np.stack([filled[n] for n in input_names], axis=1)
-  targets = np.stack([filled[n] for n in target_names], axis=1)
-
   counts = {p: len(window_starts(p, bounds, length, horizon)) for p in PARTS}
   for part, count in counts.items():
     if count < 1:
@@ -577,7 +578,7 @@ def load(options) -> SeriesData:
         'task.split',
         o['split'],
         f'the {part} part has {rows} rows (rows {tuple(bounds)} of '
-        f'{table.num_rows}), too few for one window of input_length='
+        f'{num_rows}), too few for one window of input_length='
         f'{length} and output_length={horizon}: it needs >= {need}',
       )
   if season >= train_end:
@@ -597,6 +598,12 @@ def load(options) -> SeriesData:
       'test window would read before row 0; it needs valid_end - season '
       '>= 0',
     )
+
+
+def _checked_scale(o, targets, target_names, train_end: int):
+  """MASE's denominator per target column (``targets`` (N, K), data units);
+  refuses a column that does not change over the training part."""
+  season = o['season']
   scale = seasonal_scale(targets, train_end, season)
   if not np.all(scale > 0):
     flat = [n for n, s in zip(target_names, scale) if not s > 0]
@@ -606,22 +613,47 @@ def load(options) -> SeriesData:
       f'{flat} do not change over the training part at season {season}: '
       'MASE would divide by zero',
     )
-  times = None
-  if o['time_column']:
-    times = table.columns[o['time_column']][:test_end]
-    if np.isnan(times).any():
-      times = None  # non-numeric times (dates): the figure counts rows
+  return scale
+
+
+def _numeric_times(table: Table, time_column: str, test_end: int):
+  """The time column's values of the used rows, or None: no time column, or
+  non-numeric times (dates), for which the figure counts rows."""
+  if not time_column:
+    return None
+  times = table.columns[time_column][:test_end]
+  return None if np.isnan(times).any() else times
+
+
+def load(options) -> SeriesData:
+  """Reads and checks a series from ``options`` (task.* with defaults);
+  every bad value raises validation.ConfigError naming it."""
+  o = options
+  _check_scalars(o)
+  table = read_table(o['path'])
+  input_names, target_names = _chosen_columns(o, table)
+  bounds = split_rows(o['split'], table.num_rows)
+  train_end, _, test_end = bounds
+
+  filled = {
+    n: fill_missing(n, table.columns[n][:test_end], o['fill'], table)
+    for n in dict.fromkeys(input_names + target_names)
+  }
+  inputs = np.stack([filled[n] for n in input_names], axis=1)
+  targets = np.stack([filled[n] for n in target_names], axis=1)
+  _check_windows(o, bounds, table.num_rows)
+  scale = _checked_scale(o, targets, target_names, train_end)
   return SeriesData(
     path=table.path,
     input_names=input_names,
     target_names=target_names,
     inputs=inputs,
     targets=targets,
-    times=times,
+    times=_numeric_times(table, o['time_column'], test_end),
     bounds=bounds,
-    input_length=length,
-    output_length=horizon,
-    season=season,
+    input_length=o['input_length'],
+    output_length=o['output_length'],
+    season=o['season'],
     input_mean=inputs[:train_end].mean(0),
     input_std=_std(inputs[:train_end]),
     target_mean=targets[:train_end].mean(0),
@@ -672,8 +704,9 @@ def series_task(options) -> tasks.Task:
   return make_task(d, o['loss'])
 
 
-def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
-  """The Task of a loaded series (``loss``: 'mse' or 'mae', normalised)."""
+def _training_windows(d: SeriesData):
+  """``generate(key, batch_size, offset=0)`` of the Task: random training
+  windows, normalised."""
   length, horizon = d.input_length, d.output_length
   k = len(d.target_names)
   train_end = d.bounds[0]
@@ -681,9 +714,6 @@ def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
   train_x = jnp.asarray(d.normalised_inputs()[:train_end], jnp.float32)
   train_y = jnp.asarray(d.normalised_targets()[:train_end], jnp.float32)
   num_starts = len(d.starts('train'))
-  mean = jnp.asarray(np.tile(d.target_mean, horizon), jnp.float32)
-  std = jnp.asarray(np.tile(d.target_std, horizon), jnp.float32)
-  scale = jnp.asarray(np.tile(d.scale, horizon), jnp.float32)
 
   def generate(key, batch_size, offset=0):
     """Random training windows: inputs (B, T, F), targets (B, L*K)."""
@@ -692,6 +722,17 @@ def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
     x = train_x[starts[:, None] + jnp.arange(length)]
     y = train_y[starts[:, None] + length + jnp.arange(horizon)]
     return x, y.reshape(batch_size, horizon * k)
+
+  return generate
+
+
+def _loss_and_metrics(d: SeriesData, loss: str):
+  """The Task's ``(loss, metrics)`` of outputs and targets (B, L*K), both
+  normalised: the loss ('mse' or 'mae') in normalised units, the metrics
+  (mae, mse, mase) in the data's own units."""
+  horizon = d.output_length
+  std = jnp.asarray(np.tile(d.target_std, horizon), jnp.float32)
+  scale = jnp.asarray(np.tile(d.scale, horizon), jnp.float32)
 
   def loss_fn(outputs, targets):
     err = outputs - targets
@@ -705,6 +746,17 @@ def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
       'mse': jnp.square(err).mean(),
       'mase': (jnp.abs(err) / scale).mean(),
     }
+
+  return loss_fn, metrics
+
+
+def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
+  """The Task of a loaded series (``loss``: 'mse' or 'mae', normalised)."""
+  horizon = d.output_length
+  k = len(d.target_names)
+  mean = jnp.asarray(np.tile(d.target_mean, horizon), jnp.float32)
+  std = jnp.asarray(np.tile(d.target_std, horizon), jnp.float32)
+  loss_fn, metrics = _loss_and_metrics(d, loss)
 
   @functools.lru_cache(maxsize=None)
   def held_out(part):
@@ -748,7 +800,7 @@ def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
   return tasks.Task(
     name='series',
     input_kind='sequence',
-    generate=generate,
+    generate=_training_windows(d),
     loss=loss_fn,
     metrics=metrics,
     num_outputs=horizon * k,
@@ -759,6 +811,43 @@ def make_task(d: SeriesData, loss: str = 'mse') -> tasks.Task:
     held_out=held_out,
     baselines=baselines,
   )
+
+
+# forecast.png's line style of each baseline.
+_BASELINE_STYLES = {
+  'persistence': ':',
+  'seasonal_naive': '-.',
+  'linear_ar': '--',
+}
+
+
+def _plot_target(ax, j, name, x, targets, predictions, others):
+  """Target column ``j`` on ``ax``: the actual values, the model's and each
+  baseline's first forecast step at ``x`` (W,); the legend gives each one's
+  MSE over all steps.  ``targets``, ``predictions`` and ``others``' forecasts
+  are (W, L, K) in data units."""
+  ax.plot(x, targets[:, 0, j], 'o-', color='black', ms=3, label='actual')
+  mse = np.mean((predictions[..., j] - targets[..., j]) ** 2)
+  ax.plot(
+    x,
+    predictions[:, 0, j],
+    'x-',
+    color='tab:red',
+    ms=4,
+    label=f'model (MSE {mse:.4g})',
+  )
+  for other, forecast in others.items():
+    mse = np.mean((forecast[..., j] - targets[..., j]) ** 2)
+    ax.plot(
+      x,
+      forecast[:, 0, j],
+      _BASELINE_STYLES[other],
+      alpha=0.8,
+      label=f'{other} (MSE {mse:.4g})',
+    )
+  ax.set_ylabel(name)
+  ax.grid(alpha=0.3)
+  ax.legend(loc='upper right', fontsize=7)
 
 
 def series_figure(
@@ -784,30 +873,8 @@ def series_figure(
   predictions = predictions.reshape(w, -1, k)
   fig = Figure(figsize=(9, 2.8 * k))
   axes = fig.subplots(k, 1, squeeze=False)[:, 0]
-  styles = {'persistence': ':', 'seasonal_naive': '-.', 'linear_ar': '--'}
   for j, (ax, name) in enumerate(zip(axes, d.target_names)):
-    ax.plot(x, targets[:, 0, j], 'o-', color='black', ms=3, label='actual')
-    mse = np.mean((predictions[..., j] - targets[..., j]) ** 2)
-    ax.plot(
-      x,
-      predictions[:, 0, j],
-      'x-',
-      color='tab:red',
-      ms=4,
-      label=f'model (MSE {mse:.4g})',
-    )
-    for other, forecast in others.items():
-      mse = np.mean((forecast[..., j] - targets[..., j]) ** 2)
-      ax.plot(
-        x,
-        forecast[:, 0, j],
-        styles[other],
-        alpha=0.8,
-        label=f'{other} (MSE {mse:.4g})',
-      )
-    ax.set_ylabel(name)
-    ax.grid(alpha=0.3)
-    ax.legend(loc='upper right', fontsize=7)
+    _plot_target(ax, j, name, x, targets, predictions, others)
   horizon = (
     'one-step forecasts'
     if d.output_length == 1
