@@ -68,6 +68,31 @@ def _torch_rnn_layers(
 
   Returns (num_layers, bidirectional, arrays) with ``arrays[(layer, suffix)][name]``.
   """
+  found = _collect_rnn_tensors(state_dict, prefix, kind)
+  num_layers = 1 + max(layer for layer, _ in found)
+  bidirectional = any(suffix for _, suffix in found)
+  suffixes = ('', '_reverse') if bidirectional else ('',)
+  arrays = {}
+  hidden = None
+  for layer in range(num_layers):
+    for suffix in suffixes:
+      got = found.get((layer, suffix), {})
+      tag = f'_l{layer}{suffix}'
+      _check_layer_complete(got, prefix, tag, kind, num_layers, bidirectional)
+      a = {k: to_numpy(v) for k, v in got.items()}
+      if hidden is None:
+        hidden = _hidden_size(
+          a['weight_hh'], f'{prefix}weight_hh{tag}', gates, kind
+        )
+      in_width = None if layer == 0 else hidden * len(suffixes)
+      _check_layer_shapes(a, prefix, tag, gates, hidden, in_width, kind)
+      arrays[(layer, suffix)] = a
+  return num_layers, bidirectional, arrays
+
+
+def _collect_rnn_tensors(state_dict, prefix, kind):
+  """``{(layer, suffix): {name: tensor}}`` of the state_dict's keys under
+  ``prefix``; raises if a key there is not an RNN parameter or none is."""
   if not isinstance(state_dict, Mapping):
     raise ValueError(
       f'expected a state_dict (a mapping of names to arrays); got '
@@ -90,15 +115,7 @@ def _torch_rnn_layers(
     found.setdefault((int(m.group(2)), m.group(3) or ''), {})[m.group(1)] = (
       value
     )
-  guesses = sorted(
-    {
-      k[: -len('weight_ih_l0')]
-      for k in state_dict
-      if k.endswith('weight_ih_l0')
-    }
-    - {prefix}
-  )
-  guess = f'; did you mean prefix={guesses[0]!r}?' if guesses else ''
+  guess = _prefix_guess(state_dict, prefix)
   if unexpected:
     raise ValueError(
       f'state_dict keys {unexpected[:6]} are not nn.{kind} parameters '
@@ -110,64 +127,79 @@ def _torch_rnn_layers(
       f'state_dict has no nn.{kind} parameters under prefix {prefix!r} '
       f'(no {prefix}weight_ih_l0){guess}'
     )
-  num_layers = 1 + max(layer for layer, _ in found)
-  bidirectional = any(suffix for _, suffix in found)
-  suffixes = ('', '_reverse') if bidirectional else ('',)
-  arrays = {}
-  hidden = None
-  for layer in range(num_layers):
-    for suffix in suffixes:
-      got = found.get((layer, suffix), {})
-      for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'):
-        if name not in got:
-          extra = (
-            f' (nn.{kind}(bias=False) has no biases; ours always has one: add '
-            'zero bias_ih/bias_hh)'
-            if name.startswith('bias')
-            else ''
-          )
-          raise ValueError(
-            f'state_dict is missing {prefix}{name}_l{layer}{suffix} '
-            f'(found {num_layers} layer(s)'
-            f'{", bidirectional" if bidirectional else ""}){extra}'
-          )
-      a = {k: to_numpy(v) for k, v in got.items()}
-      key = lambda n, layer=layer, suffix=suffix: (
-        f'{prefix}{n}_l{layer}{suffix}'
+  return found
+
+
+def _prefix_guess(state_dict, prefix):
+  """'; did you mean prefix=...?' for another prefix with a weight_ih_l0."""
+  guesses = sorted(
+    {
+      k[: -len('weight_ih_l0')]
+      for k in state_dict
+      if k.endswith('weight_ih_l0')
+    }
+    - {prefix}
+  )
+  return f'; did you mean prefix={guesses[0]!r}?' if guesses else ''
+
+
+def _check_layer_complete(got, prefix, tag, kind, num_layers, bidirectional):
+  """Raises unless ``got`` has all four tensors of one layer; its keys end in
+  ``tag`` (``_l{layer}{suffix}``)."""
+  for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'):
+    if name not in got:
+      extra = (
+        f' (nn.{kind}(bias=False) has no biases; ours always has one: add '
+        'zero bias_ih/bias_hh)'
+        if name.startswith('bias')
+        else ''
       )
-      if hidden is None:
-        w = a['weight_hh']
-        if w.ndim != 2 or w.shape[0] != gates * w.shape[1]:
-          other = 7 - gates  # 4 gate blocks (LSTM) <-> 3 (GRU)
-          hint = (
-            f': it has {other} x hidden rows, is this an nn.{"GRU" if other == 3 else "LSTM"}?'
-            if w.ndim == 2 and w.shape[0] == other * w.shape[1]
-            else ''
-          )
-          raise ValueError(
-            f'{key("weight_hh")} has shape {tuple(w.shape)}; expected '
-            f'({gates}*hidden, hidden) for nn.{kind}{hint}'
-          )
-        hidden = w.shape[1]
-      check_shape(
-        key('weight_hh'),
-        a['weight_hh'],
-        (gates * hidden, hidden),
-        f'{gates}*hidden x hidden for nn.{kind}',
+      raise ValueError(
+        f'state_dict is missing {prefix}{name}{tag} '
+        f'(found {num_layers} layer(s)'
+        f'{", bidirectional" if bidirectional else ""}){extra}'
       )
-      in_width = None if layer == 0 else hidden * len(suffixes)
-      check_shape(
-        key('weight_ih'),
-        a['weight_ih'],
-        (gates * hidden, in_width),
-        f'{gates}*hidden x input for nn.{kind}, hidden={hidden}',
-      )
-      for b in ('bias_ih', 'bias_hh'):
-        check_shape(
-          key(b), a[b], (gates * hidden,), f'{gates}*hidden, hidden={hidden}'
-        )
-      arrays[(layer, suffix)] = a
-  return num_layers, bidirectional, arrays
+
+
+def _hidden_size(w, name, gates, kind):
+  """The hidden size of a (gates * hidden, hidden) ``weight_hh`` array."""
+  if w.ndim != 2 or w.shape[0] != gates * w.shape[1]:
+    other = 7 - gates  # 4 gate blocks (LSTM) <-> 3 (GRU)
+    hint = (
+      f': it has {other} x hidden rows, is this an nn.{"GRU" if other == 3 else "LSTM"}?'
+      if w.ndim == 2 and w.shape[0] == other * w.shape[1]
+      else ''
+    )
+    raise ValueError(
+      f'{name} has shape {tuple(w.shape)}; expected '
+      f'({gates}*hidden, hidden) for nn.{kind}{hint}'
+    )
+  return w.shape[1]
+
+
+def _check_layer_shapes(a, prefix, tag, gates, hidden, in_width, kind):
+  """Checks one layer's arrays ``a`` (keys ending in ``tag``); ``in_width`` is
+  its input width (None: any, for layer 0)."""
+
+  def key(name):
+    return f'{prefix}{name}{tag}'
+
+  check_shape(
+    key('weight_hh'),
+    a['weight_hh'],
+    (gates * hidden, hidden),
+    f'{gates}*hidden x hidden for nn.{kind}',
+  )
+  check_shape(
+    key('weight_ih'),
+    a['weight_ih'],
+    (gates * hidden, in_width),
+    f'{gates}*hidden x input for nn.{kind}, hidden={hidden}',
+  )
+  for b in ('bias_ih', 'bias_hh'):
+    check_shape(
+      key(b), a[b], (gates * hidden,), f'{gates}*hidden, hidden={hidden}'
+    )
 
 
 def _per_layer(num_layers, bidirectional, convert):
