@@ -41,8 +41,9 @@ def _error(field, value, why):
   v._fail(field, value, why)  # pylint: disable=protected-access
 
 
-def read_npz(path):
-  """x (N, T, F) float64, y (N,) or (N, K) as stored; ConfigError if bad."""
+def _npz_arrays(path) -> Dict[str, np.ndarray]:
+  """The arrays of the .npz at ``path`` by name, holding x and y and no
+  lengths; ConfigError for a bad path or file."""
   if not isinstance(path, str) or not path:
     _error(
       'task.path',
@@ -80,6 +81,12 @@ def read_npz(path):
       'which the models cannot take yet; save sequences of equal length '
       "without 'lengths'",
     )
+  return arrays
+
+
+def read_npz(path):
+  """x (N, T, F) float64, y (N,) or (N, K) as stored; ConfigError if bad."""
+  arrays = _npz_arrays(path)
   x, y = arrays['x'], arrays['y']
   if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
     _error(
