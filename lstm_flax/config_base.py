@@ -83,12 +83,10 @@ def _add_train_fields(c):
   # steps), 'auto': compile_time for runs of
   # < 40,000 examples (steps x batch x num_seeds),
   # where compiling dominates (compile_plan.py)
-  c.train.log_every = 100  # steps per learning-curve record (loss, lr, |grad|)
-  c.train.tensorboard = (
-    False  # also write TensorBoard events (tensorboard extra)
-  )
+  c.train.log_every = 100  # steps per learning-curve record (loss, lr)
+  c.train.log_grad_norm = False  # also record the gradient norm (slower steps)
+  c.train.tensorboard = False  # also write TensorBoard events
   c.train.init_from = ''  # warm start: a workdir or a Keras/PyTorch file
-  # (parameters only; a fresh optimizer)
   # XLA DebugOptions of the train program, on top of the compile plan's
   # defaults (lstm_flax/compile_plan.py; CPU-only ones apply on CPU only).
   c.train.xla_options = ml_collections.ConfigDict()

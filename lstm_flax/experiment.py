@@ -5,6 +5,7 @@ run.  It compiles from shapes alone (``jax.eval_shape``): nothing is
 initialised or trained here.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -126,6 +127,8 @@ def check_config(config) -> tasks.Task:
   )
   compile_plan.make_plan(config)
   validation.check_batch_divides_devices(config)
+  if not config.eval.every_steps:
+    return task  # no validation during training: best_metric is unused
   names = metric_names(task, models.make_model(config.model, task.num_outputs))
   if config.eval.best_metric not in names:
     validation.fail(
@@ -175,13 +178,13 @@ def build(
   lowerings = _lowerings(
     config, task, model, plan, init, abstract, keys, held_out, kept_examples
   )
-  compiled = {}
+  wanted = [
+    n
+    for n in names  # the synthetic eval program serves both streams
+    if n != 'init' and not (n == 'eval_valid' and held_out is None)
+  ] + ['init']
   with _counting_compilations() as compilation:
-    for name in ('init',) + tuple(n for n in names if n != 'init'):
-      if name == 'eval_valid' and held_out is None:
-        continue  # the synthetic eval program serves both streams
-      lowered, options = lowerings[name]()
-      compiled[name] = lowered.compile(options)
+    compiled = compile_in_parallel({name: lowerings[name] for name in wanted})
     compilation['programs'] = len(compiled)
   return Experiment(
     config=config,
@@ -199,6 +202,22 @@ def build(
     compile_seconds=time.perf_counter() - start,
     compilation=compilation,
   )
+
+
+def compile_in_parallel(lowerings: Dict[str, Callable]) -> Dict[str, Any]:
+  """{name: () -> (lowered program, XLA options)} -> {name: compiled}.
+
+  Each program is traced and lowered here, in order (Python, one at a time),
+  and handed to a thread to compile right away: XLA's compiler releases the
+  GIL, so the first (longest) program compiles while the next are lowered,
+  and the small ones compile beside it on other cores.
+  """
+  with concurrent.futures.ThreadPoolExecutor(len(lowerings)) as pool:
+    futures = {}
+    for name, lower in lowerings.items():
+      program, options = lower()
+      futures[name] = pool.submit(program.compile, options)
+  return {name: future.result() for name, future in futures.items()}
 
 
 @contextlib.contextmanager
@@ -235,10 +254,13 @@ def _lowerings(
   steps_per_call = min(config.train.steps_per_call, config.train.steps)
 
   def train():
+    grad_norm = config.train.log_grad_norm
     step = programs.make_train_step(
-      task, config.train.batch_size, sharding.batch_sharding(mesh)
+      task, config.train.batch_size, sharding.batch_sharding(mesh), grad_norm
     )
-    chunk = programs.make_train_chunk(step, steps_per_call)
+    chunk = programs.make_train_chunk(
+      step, steps_per_call, programs.step_metric_names(grad_norm)
+    )
     donate = (0,) if plan.donate_state else ()
     return (
       jit(chunk, donate_argnums=donate).lower(

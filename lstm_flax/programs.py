@@ -37,8 +37,16 @@ def make_init(model, task: tasks.Task, tx) -> Callable:
   return jax.vmap(init_one)
 
 
-def make_train_step(task: tasks.Task, batch_size: int, sharding=None):
-  """``(state, batch_key, dropout_key) -> (state, {'loss', 'grad_norm'})``:
+def step_metric_names(grad_norm: bool) -> tuple:
+  """What a train step reports: the loss, and the gradient's norm if asked
+  (it keeps XLA from fusing the gradient into the update: slower steps)."""
+  return ('loss', 'grad_norm') if grad_norm else ('loss',)
+
+
+def make_train_step(
+  task: tasks.Task, batch_size: int, sharding=None, grad_norm: bool = True
+):
+  """``(state, batch_key, dropout_key) -> (state, {'loss'[, 'grad_norm']})``:
   one update of ONE replica on the batch of step ``state.step``, drawn from
   ``fold_in(batch_key, step)``.  ``sharding`` splits the batch over devices.
   """
@@ -57,10 +65,10 @@ def make_train_step(task: tasks.Task, batch_size: int, sharding=None):
       return task.loss(outputs, targets)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return (
-      state.apply_gradients(grads=grads),
-      {'loss': loss, 'grad_norm': global_norm(grads)},
-    )
+    metrics = {'loss': loss}
+    if grad_norm:
+      metrics['grad_norm'] = global_norm(grads)
+    return state.apply_gradients(grads=grads), metrics
 
   return train_step
 
@@ -72,21 +80,24 @@ def global_norm(tree) -> jax.Array:
   )
 
 
-def make_train_chunk(train_step, steps_per_call: int):
+def make_train_chunk(
+  train_step, steps_per_call: int, metric_names=('loss', 'grad_norm')
+):
   """``(state, batch_keys, dropout_keys, num_steps) -> (state, per-step
   metrics (K, N), params_finite (N,))``: ``num_steps <= K`` steps of every
   replica in one ``lax.scan`` of fixed length K.
 
   ``num_steps`` is traced, so a shorter chunk reuses the compiled program;
   skipped steps report NaN.  ``params_finite`` says, per replica, whether
-  every parameter is finite after the last step.
+  every parameter is finite after the last step.  ``metric_names``: what
+  ``train_step`` reports (``step_metric_names``).
   """
   replicated_step = jax.vmap(train_step)
 
   def chunk(state, batch_keys, dropout_keys, num_steps):
     skipped = {
-      'loss': jnp.full(state.step.shape, jnp.nan, jnp.float32),
-      'grad_norm': jnp.full(state.step.shape, jnp.nan, jnp.float32),
+      name: jnp.full(state.step.shape, jnp.nan, jnp.float32)
+      for name in metric_names
     }
 
     def body(state, i):

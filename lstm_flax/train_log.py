@@ -64,24 +64,28 @@ class TrainLog:
     record = {
       'step': step,
       'train_loss': float(loss.mean()),
-      'grad_norm': float(window['grad_norm'].mean()),
       'learning_rate': float(self.schedule(step - 1)),
       'steps_per_second': rate,
       'elapsed_seconds': self.train_seconds,
     }
+    if 'grad_norm' in window:
+      record['grad_norm'] = float(window['grad_norm'].mean())
     if self.num_seeds > 1:
       record['train_loss_per_seed'] = loss.tolist()
     self.writer.write(record)
     now = time.perf_counter()
     if now - self._last_console >= 1.0 or step == self.total:
       self._last_console = now
+      grad = (
+        f'  |grad| {record["grad_norm"]:.3g}' if 'grad_norm' in record else ''
+      )
       logging.info(
-        'step %d/%d  loss %.4g  lr %.3g  |grad| %.3g  %.0f steps/s  ETA %s',
+        'step %d/%d  loss %.4g  lr %.3g%s  %.0f steps/s  ETA %s',
         step,
         self.total,
         record['train_loss'],
         record['learning_rate'],
-        record['grad_norm'],
+        grad,
         rate,
         _format_eta((self.total - step) / rate),
       )

@@ -128,6 +128,8 @@ def _check_train(train):
     train.optimize_for,
     ('auto', 'step_time', 'compile_time'),
   )
+  if not isinstance(train.log_grad_norm, bool):
+    _fail('train.log_grad_norm', train.log_grad_norm, 'must be True or False')
   if not isinstance(train.tensorboard, bool):
     _fail('train.tensorboard', train.tensorboard, 'must be True or False')
   if not isinstance(train.init_from, str):

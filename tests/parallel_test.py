@@ -152,6 +152,7 @@ _FOUR_DEVICES = textwrap.dedent("""
       config = module.get_config()
       config.train.batch_size = 8
       config.train.steps_per_call = 20
+      config.train.log_grad_norm = True
       config.num_seeds = seeds
       config.eval.num_examples = 80
       config.eval.batch_size = 40

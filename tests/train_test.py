@@ -190,6 +190,7 @@ def test_train_and_evaluate_writes_results_and_metrics(tmp_path):
     config.eval.num_examples = 20
     config.eval.batch_size = 10
     config.eval.figure_examples = 0
+    config.train.log_grad_norm = True
   results = train_lib.train_and_evaluate(config, str(tmp_path))
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved == json.loads(json.dumps(results))
@@ -403,6 +404,7 @@ def test_validation_every_n_steps_keeps_the_best_checkpoint(tmp_path):
     eval=dict(every_steps=4),
   )
   records = _records(workdir)
+  assert not any('grad_norm' in r for r in records)  # off unless asked
   validations = [r for r in records if 'eval/mae' in r]
   assert [r['step'] for r in validations] == [4, 8, 12]
   assert [r['step'] for r in records if 'train_loss' in r] == [4, 8, 12]
