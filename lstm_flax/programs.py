@@ -25,6 +25,24 @@ from lstm_flax import tasks
 TrainState = train_state.TrainState
 
 
+def over_replicas(fn: Callable) -> Callable:
+  """``jax.vmap(fn)`` over the leading seed axis of every argument.
+
+  One replica is the same computation without the vmap (index, call, add
+  the axis back): XLA on CPU runs a size-1 batch of small matmuls markedly
+  slower than the plain ones (docs/performance.md).  The axis is static, so
+  this is decided while tracing.
+  """
+
+  def mapped(*args):
+    if jax.tree_util.tree_leaves(args)[0].shape[0] != 1:
+      return jax.vmap(fn)(*args)
+    one = jax.tree_util.tree_map(lambda x: x[0], args)
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], fn(*one))
+
+  return mapped
+
+
 def make_init(model, task: tasks.Task, tx) -> Callable:
   """``keys (N,) -> TrainState`` with N replicas on a leading axis, from one
   generated example's shapes."""
@@ -34,7 +52,7 @@ def make_init(model, task: tasks.Task, tx) -> Callable:
     params = model.init(key, jnp.zeros(inputs.shape, inputs.dtype))['params']
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
-  return jax.vmap(init_one)
+  return over_replicas(init_one)
 
 
 def step_metric_names(grad_norm: bool) -> tuple:
@@ -92,7 +110,7 @@ def make_train_chunk(
   every parameter is finite after the last step.  ``metric_names``: what
   ``train_step`` reports (``step_metric_names``).
   """
-  replicated_step = jax.vmap(train_step)
+  replicated_step = over_replicas(train_step)
 
   def chunk(state, batch_keys, dropout_keys, num_steps):
     skipped = {
@@ -123,8 +141,8 @@ def all_finite(params) -> jax.Array:
 
 def _replica_metrics(task: tasks.Task, apply_fn, params, inputs, targets):
   """Metrics of each replica and of their mean output, on one batch."""
-  outputs = jax.vmap(lambda p: apply_fn({'params': p}, inputs))(params)
-  per_replica = jax.vmap(lambda o: task.metrics(o, targets))(outputs)
+  outputs = over_replicas(lambda p: apply_fn({'params': p}, inputs))(params)
+  per_replica = over_replicas(lambda o: task.metrics(o, targets))(outputs)
   ensemble = task.metrics(outputs.mean(0), targets)
   return outputs, per_replica, ensemble
 
