@@ -19,7 +19,6 @@ from typing import Any, Optional, Sequence
 from absl import logging
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 # The item name orbax's CheckpointManager gives a single unnamed item.
 _ITEM = 'default'
@@ -28,6 +27,14 @@ _ITEM = 'default'
 class CheckpointMismatchError(ValueError):
   """A readable checkpoint holds a tree of other shapes than the target (a
   checkpoint of another model), which is not damage: nothing is set aside."""
+
+
+def _orbax():
+  """orbax.checkpoint, imported on first use: it is slow to import, and a
+  run imports it while XLA compiles (lstm_flax/startup.py)."""
+  import orbax.checkpoint  # pylint: disable=g-import-not-at-top
+
+  return orbax.checkpoint
 
 
 def directory(workdir: str, name: str = 'checkpoints') -> str:
@@ -55,22 +62,22 @@ def saved_steps(directory_path: str) -> list[int]:
   )
 
 
-def manager(directory_path: str, keep: int) -> ocp.CheckpointManager:
+def manager(directory_path: str, keep: int):
   """A CheckpointManager that saves into ``directory_path`` (created if
   missing) and keeps the newest ``keep`` steps.  Use it to save; restore with
   ``restore_newest_readable``, and set aside the steps that fails on before
   creating the manager (orbax lists every step folder it finds)."""
-  return ocp.CheckpointManager(
+  return _orbax().CheckpointManager(
     directory_path,
-    options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+    options=_orbax().CheckpointManagerOptions(max_to_keep=keep, create=True),
   )
 
 
-def save(mngr: ocp.CheckpointManager, tree: Any, step: int, wait: bool = False):
+def save(mngr, tree: Any, step: int, wait: bool = False):
   """Saves the pytree ``tree`` as checkpoint ``step`` (in the background
   unless ``wait``; ``mngr.wait_until_finished()`` waits for it).  Every process
   calls it; orbax writes each array once."""
-  mngr.save(step, args=ocp.args.StandardSave(tree), force=True)
+  mngr.save(step, args=_orbax().args.StandardSave(tree), force=True)
   if wait:
     mngr.wait_until_finished()
 
@@ -114,7 +121,7 @@ def _shape_differences(path: str, target) -> list[str]:
   cannot be read (damage, not another model).  Leaves are matched by name
   for the message only; the verdict compares the shapes as a multiset."""
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _orbax().StandardCheckpointer() as checkpointer:
       metadata = checkpointer.metadata(path)
     saved = {
       leaf.name: tuple(leaf.shape)
@@ -175,7 +182,7 @@ def restore_newest_readable(
   for s in steps:
     path = os.path.join(directory_path, str(s), _ITEM)
     try:
-      with ocp.StandardCheckpointer() as checkpointer:
+      with _orbax().StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(path, target)
     except Exception as e:  # pylint: disable=broad-except
       differences = [] if target is None else _shape_differences(path, target)

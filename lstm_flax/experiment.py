@@ -149,11 +149,15 @@ def metric_names(task: tasks.Task, model) -> list:
 
 
 def build(
-  config, names: Sequence[str] = ('train', 'eval'), kept_examples: int = 0
+  config,
+  names: Sequence[str] = ('train', 'eval'),
+  kept_examples: int = 0,
+  while_compiling: Callable = lambda: None,
 ) -> Experiment:
   """Builds ``config``'s task, model, optimizer and keys, and compiles the
   programs ``names`` (from 'init', 'train', 'eval', 'eval_valid', 'predict';
-  'init' always) with the compile plan's options."""
+  'init' always) with the compile plan's options; ``while_compiling()``
+  runs while they compile (see ``compile_in_parallel``)."""
   start = time.perf_counter()
   task = tasks.make_task(config.task)
   plan = compile_plan.make_plan(config)
@@ -184,7 +188,9 @@ def build(
     if n != 'init' and not (n == 'eval_valid' and held_out is None)
   ] + ['init']
   with _counting_compilations() as compilation:
-    compiled = compile_in_parallel({name: lowerings[name] for name in wanted})
+    compiled = compile_in_parallel(
+      {name: lowerings[name] for name in wanted}, while_compiling
+    )
     compilation['programs'] = len(compiled)
   return Experiment(
     config=config,
@@ -204,19 +210,23 @@ def build(
   )
 
 
-def compile_in_parallel(lowerings: Dict[str, Callable]) -> Dict[str, Any]:
+def compile_in_parallel(
+  lowerings: Dict[str, Callable], while_compiling: Callable = lambda: None
+) -> Dict[str, Any]:
   """{name: () -> (lowered program, XLA options)} -> {name: compiled}.
 
   Each program is traced and lowered here, in order (Python, one at a time),
   and handed to a thread to compile right away: XLA's compiler releases the
   GIL, so the first (longest) program compiles while the next are lowered,
-  and the small ones compile beside it on other cores.
+  and the small ones compile beside it on other cores.  Then
+  ``while_compiling()`` runs on this thread before the results are awaited.
   """
   with concurrent.futures.ThreadPoolExecutor(len(lowerings)) as pool:
     futures = {}
     for name, lower in lowerings.items():
       program, options = lower()
       futures[name] = pool.submit(program.compile, options)
+    while_compiling()
   return {name: future.result() for name, future in futures.items()}
 
 

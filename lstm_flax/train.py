@@ -22,6 +22,7 @@ from lstm_flax import experiment as experiment_lib
 from lstm_flax import results as results_lib
 from lstm_flax import runtime
 from lstm_flax import sharding
+from lstm_flax import startup
 from lstm_flax import train_log
 from lstm_flax import warm_start
 from lstm_flax import workdir as workdir_lib
@@ -70,6 +71,7 @@ def build_for_training(config) -> experiment_lib.Experiment:
     config,
     names,
     kept_examples=(config.eval.figure_examples if wants_figure else 0),
+    while_compiling=lambda: startup.import_while_compiling(wants_figure),
   )
   logging.info(
     '%s: %s on %d %s device(s) in %d process(es), %d steps of '
