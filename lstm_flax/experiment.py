@@ -152,11 +152,11 @@ def build(
   config,
   names: Sequence[str] = ('train', 'eval'),
   kept_examples: int = 0,
-  while_compiling: Callable = lambda: None,
+  while_compiling: Callable[[tasks.Task], None] = lambda task: None,
 ) -> Experiment:
   """Builds ``config``'s task, model, optimizer and keys, and compiles the
   programs ``names`` (from 'init', 'train', 'eval', 'eval_valid', 'predict';
-  'init' always) with the compile plan's options; ``while_compiling()``
+  'init' always) with the compile plan's options; ``while_compiling(task)``
   runs while they compile (see ``compile_in_parallel``)."""
   start = time.perf_counter()
   task = tasks.make_task(config.task)
@@ -189,7 +189,7 @@ def build(
   ] + ['init']
   with _counting_compilations() as compilation:
     compiled = compile_in_parallel(
-      {name: lowerings[name] for name in wanted}, while_compiling
+      {name: lowerings[name] for name in wanted}, lambda: while_compiling(task)
     )
     compilation['programs'] = len(compiled)
   return Experiment(

@@ -71,7 +71,9 @@ def build_for_training(config) -> experiment_lib.Experiment:
     config,
     names,
     kept_examples=(config.eval.figure_examples if wants_figure else 0),
-    while_compiling=lambda: startup.import_while_compiling(wants_figure),
+    while_compiling=lambda task: startup.import_while_compiling(
+      figure=wants_figure and task.figure is not None
+    ),
   )
   logging.info(
     '%s: %s on %d %s device(s) in %d process(es), %d steps of '
