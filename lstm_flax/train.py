@@ -200,13 +200,18 @@ def train(exp, state, step: int, log, ckpt, signals):
 
 
 def stop_if_interrupted(signals, step: int, workdir: str):
-  if signals.signum is not None:
-    logging.warning(
-      'stopped at step %d; checkpoint in %s: rerun the same command to resume',
-      step,
-      checkpoints.directory(workdir),
-    )
-    raise runtime.Interrupted(signals.signum, step)
+  """Raises Interrupted once a signal has arrived (the state is saved)."""
+  if signals.signum is None:
+    return
+  saved = (
+    f'checkpoint in {checkpoints.directory(workdir)}'
+    if step
+    else 'nothing trained yet'
+  )
+  logging.warning(
+    'stopped at step %d (%s): rerun the same command to resume', step, saved
+  )
+  raise runtime.Interrupted(signals.signum, step)
 
 
 def chunk_length(
