@@ -39,11 +39,11 @@ _MODELS = flags.DEFINE_list(
 _SECTIONS = flags.DEFINE_list(
   'sections',
   ['e2e', 'seeds'],
-  'e2e: end to end vs plain Flax; seeds: num_seeds.',
+  'e2e: end to end vs plain Flax; seeds: --replicas seeds as one program.',
 )
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Alternating repeats.')
 _NUM_SEEDS = flags.DEFINE_integer(
-  'num_seeds', 8, 'Replicas for --sections=seeds.'
+  'replicas', 8, 'Seeds trained as one program for --sections=seeds.'
 )
 _SEEDS_MODEL = flags.DEFINE_enum(
   'seeds_model',

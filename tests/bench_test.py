@@ -60,7 +60,7 @@ def test_seeds_section_compares_one_program_with_sequential_runs(
   sys.path.insert(0, ROOT)
   from bench import end_to_end  # pylint: disable=g-import-not-at-top
 
-  end_to_end.flags.FLAGS(['end_to_end', '--num_seeds=4', '--repeats=1'])
+  end_to_end.flags.FLAGS(['end_to_end', '--replicas=4', '--repeats=1'])
 
   def fake_ours(model, workdir, cache_dir, *flags):
     del workdir, cache_dir
