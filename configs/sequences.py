@@ -11,8 +11,9 @@ at ``task.split`` = (train_end, valid_end, test_end), fractions (or counts)
 of the examples, within each class for classes; the loop trains on the
 first part, evaluates every validation example during training and every
 test example at the end.  Inputs (and regression targets) are standardised
-with the training part's statistics.  Right-padded sequences (``lengths``)
-are refused for now.  There is no default file: without ``task.path`` the
+with the training part's statistics.  Right-padded sequences: an optional
+``lengths`` (N,) array of valid steps, which the LSTM layers respect.  There
+is no default file: without ``task.path`` the
 run stops with a message saying to set it.
 """
 

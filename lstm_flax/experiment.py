@@ -174,7 +174,7 @@ def build(
     held_out = {
       part: jax.device_put(task.held_out(part)) for part in ('valid', 'test')
     }
-    kept_examples = min(kept_examples, len(held_out['test'][0]))
+    kept_examples = min(kept_examples, len(held_out['test'][1]))
   else:
     kept_examples = (
       kept_examples if kept_examples <= config.eval.batch_size else 0

@@ -3,6 +3,7 @@
 from typing import Any, Dict, List, Union
 
 from absl import logging
+import jax
 import numpy as np
 
 from lstm_flax import checkpoints
@@ -91,7 +92,9 @@ def predict_from_checkpoint(
   inputs, targets, predictions = sharding.to_host(
     exp.predict(programs.replica(state.params))
   )
+  examples = (inputs, targets, predictions)
+  count = min(config.eval.predict_examples, len(targets))
   return [
-    exp.task.describe(inputs[i], targets[i], predictions[i])
-    for i in range(min(config.eval.predict_examples, len(inputs)))
+    exp.task.describe(*jax.tree_util.tree_map(lambda a, i=i: a[i], examples))
+    for i in range(count)
   ]

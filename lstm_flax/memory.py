@@ -235,7 +235,8 @@ def _clearly_fits(config, example, sizes: Estimate, batch: int) -> bool:
   the device's memory: the per-step trace (the slow part) is not needed.
   ``sizes``: the Estimate's state, batch and limit figures; ``example``: one
   input, [1, steps, ...]; ``batch``: training examples per device."""
-  steps = example.shape[1] if len(example.shape) > 1 else 1
+  shape = jax.tree_util.tree_leaves(example)[0].shape  # x of {'x', 'lengths'}
+  steps = shape[1] if len(shape) > 1 else 1
   units = sum(dict(config.model).get('layer_sizes', (1,)))
   recurrent = 4 * config.num_seeds * batch * steps * units
   rough = 16 * (max(sizes.batch_bytes, sizes.eval_batch_bytes) + recurrent)

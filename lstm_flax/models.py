@@ -70,8 +70,22 @@ class RecurrentOptions:
 RECURRENT_OPTIONS = tuple(f.name for f in dataclasses.fields(RecurrentOptions))
 
 
+def split_inputs(inputs):
+  """(x (B, T, F), seq_lengths (B,) or None) of a model's inputs: an array,
+  or ``{'x': x, 'lengths': lengths}`` for right-padded sequences."""
+  if isinstance(inputs, dict):
+    return inputs['x'], inputs['lengths']
+  return inputs, None
+
+
 def lstm_stack(
-  inputs, layer_sizes, names, return_sequences, layer_schedule, **options
+  inputs,
+  layer_sizes,
+  names,
+  return_sequences,
+  layer_schedule,
+  seq_lengths=None,
+  **options,
 ):
   """LSTM layers ``layer_sizes`` (submodules ``names``) one into the next,
   inside the calling module; the last returns its whole sequence or, without
@@ -80,8 +94,9 @@ def lstm_stack(
   (``lstm.lstm_stack_wavefront``; same parameters), 'layerwise' one loop
   per layer.  ``options``: the layers' ``unroll``, ``dtype``,
   ``input_projection``, ``recurrence``, ``dropout``, ``recurrent_dropout``
-  and ``deterministic`` (dropout off); layers that drop run one loop each
-  (the wavefront has no dropout masks).
+  and ``deterministic`` (dropout off); layers that drop, or read
+  right-padded sequences (``seq_lengths`` (B,)), run one loop each (the
+  wavefront has no masks).
   """
   if layer_schedule not in LAYER_SCHEDULES:
     raise ValueError(
@@ -94,6 +109,7 @@ def lstm_stack(
     layer_schedule == 'wavefront'
     and len(layer_sizes) > 1
     and not dropping
+    and seq_lengths is None
     and use_fused_recurrence(
       options.get('recurrence', 'auto'),
       options.get('unroll', 0),
@@ -119,7 +135,7 @@ def lstm_stack(
       return_sequences=return_sequences or i < len(names) - 1,
       name=name,
       **options,
-    )(x)
+    )(x, seq_lengths=seq_lengths)
   return x
 
 
@@ -135,7 +151,8 @@ class StackedLSTM(nn.Module):
   flattened (B, n * F) inputs, added to the output (LSTNet's highway: the
   recurrent path learns what the linear model misses).
 
-  inputs (B, T, F) -> outputs (B, num_outputs).
+  inputs (B, T, F), or ``{'x': (B, T, F), 'lengths': (B,)}`` for right-padded
+  sequences -> outputs (B, num_outputs).
   """
 
   layer_sizes: Sequence[int]
@@ -145,18 +162,25 @@ class StackedLSTM(nn.Module):
 
   @nn.compact
   def __call__(self, inputs, train: bool = False):
+    inputs, seq_lengths = split_inputs(inputs)
     x = lstm_stack(
       inputs,
       self.layer_sizes,
       [f'lstm_{i}' for i in range(len(self.layer_sizes))],
       False,
       self.recurrent.layer_schedule,
+      seq_lengths,
       **self.recurrent.layer_options(train),
     )
     outputs = nn.Dense(
       self.num_outputs, kernel_init=glorot_uniform, name='dense'
     )(x)
     if self.highway:
+      if seq_lengths is not None:
+        raise ValueError(
+          'StackedLSTM.highway reads the last input steps, which right-'
+          'padded sequences do not have: set model.highway=0'
+        )
       if self.highway > inputs.shape[1]:
         raise ValueError(
           f'StackedLSTM.highway={self.highway} is longer than '

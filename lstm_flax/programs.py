@@ -49,7 +49,10 @@ def make_init(model, task: tasks.Task, tx) -> Callable:
   inputs, _ = jax.eval_shape(lambda: task.generate(jax.random.key(0), 1))
 
   def init_one(key):
-    params = model.init(key, jnp.zeros(inputs.shape, inputs.dtype))['params']
+    zeros = jax.tree_util.tree_map(
+      lambda a: jnp.zeros(a.shape, a.dtype), inputs
+    )
+    params = model.init(key, zeros)['params']
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
   return over_replicas(init_one)
@@ -242,7 +245,9 @@ def make_predict_arrays(task: tasks.Task, num_examples: int):
   (a file task's test windows): ``(apply_fn, params, inputs, targets)``."""
 
   def predict(apply_fn, params, inputs, targets):
-    inputs, targets = inputs[:num_examples], targets[:num_examples]
+    inputs, targets = jax.tree_util.tree_map(
+      lambda a: a[:num_examples], (inputs, targets)
+    )
     return inputs, targets, task.decode(apply_fn({'params': params}, inputs))
 
   return predict

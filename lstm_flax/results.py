@@ -19,7 +19,7 @@ def num_eval_examples(exp) -> int:
   """Examples of the final eval: every test window of a file task, else
   ``config.eval.num_examples`` generated ones."""
   if exp.held_out is not None:
-    return int(exp.held_out['test'][0].shape[0])
+    return int(exp.held_out['test'][1].shape[0])  # the targets
   return exp.config.eval.num_examples
 
 

@@ -10,8 +10,10 @@ counts) of the examples, within each class for classes (a stratified split).
 Inputs, and regression targets, are standardised per feature with the
 training part's mean and standard deviation.
 
-Right-padded sequences (an array ``lengths``) are refused for now: the
-models take no sequence lengths.
+Right-padded sequences: an optional ``lengths`` (N,) array gives each
+sequence's number of valid (leading) steps.  The inputs are then
+``{'x': x, 'lengths': lengths}``, the LSTM layers read only the valid steps
+(``seq_lengths``), and the standardisation uses valid steps only.
 """
 
 import functools
@@ -42,8 +44,8 @@ def _error(field, value, why):
 
 
 def _npz_arrays(path) -> Dict[str, np.ndarray]:
-  """The arrays of the .npz at ``path`` by name, holding x and y and no
-  lengths; ConfigError for a bad path or file."""
+  """The arrays of the .npz at ``path`` by name, holding x and y;
+  ConfigError for a bad path or file."""
   if not isinstance(path, str) or not path:
     _error(
       'task.path',
@@ -73,19 +75,30 @@ def _npz_arrays(path) -> Dict[str, np.ndarray]:
       f'it has no array {missing[0]!r}; it holds '
       f'{sorted(arrays)} (needed: x (N, T, F), y (N,) or (N, K))',
     )
-  if 'lengths' in arrays:
-    _error(
-      'task.path',
-      path,
-      "it holds 'lengths' (right-padded sequences), "
-      'which the models cannot take yet; save sequences of equal length '
-      "without 'lengths'",
-    )
   return arrays
 
 
+def _checked_lengths(lengths, x, path):
+  """``lengths`` as (N,) int32 in [1, T]; ConfigError otherwise."""
+  if (
+    lengths.shape != (len(x),)
+    or not np.issubdtype(lengths.dtype, np.integer)
+    or (lengths < 1).any()
+    or (lengths > x.shape[1]).any()
+  ):
+    _error(
+      'task.path',
+      path,
+      f'lengths must be {len(x)} integers in [1, {x.shape[1]}] (each '
+      f"sequence's valid steps); got {lengths.dtype} {lengths.shape} in "
+      f'[{lengths.min()}, {lengths.max()}]',
+    )
+  return lengths.astype(np.int32)
+
+
 def read_npz(path):
-  """x (N, T, F) float64, y (N,) or (N, K) as stored; ConfigError if bad."""
+  """x (N, T, F) float64, y (N,) or (N, K) as stored, lengths (N,) int32 or
+  None; ConfigError if bad."""
   arrays = _npz_arrays(path)
   x, y = arrays['x'], arrays['y']
   if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
@@ -124,7 +137,10 @@ def read_npz(path):
         path,
         f'y[{bad[0]}] is missing or infinite ({bad.size} examples are)',
       )
-  return x, y
+  lengths = arrays.get('lengths')
+  if lengths is not None:
+    lengths = _checked_lengths(lengths, x, path)
+  return x, y, lengths
 
 
 def labels_of(kind, y, path):
@@ -188,7 +204,7 @@ def sequences_task(options) -> tasks.Task:
   v.integer('task.seed', o['seed'], 0, 2**32 - 1)
   if not isinstance(o['normalize'], bool):
     _error('task.normalize', o['normalize'], 'must be True or False')
-  x, y = read_npz(o['path'])
+  x, y, lengths = read_npz(o['path'])
   kind, y = labels_of(o['kind'], y, o['path'])
   parts = split_indices(
     y if kind == 'classes' else np.zeros(len(y)),
@@ -206,10 +222,15 @@ def sequences_task(options) -> tasks.Task:
   train = parts['train']
   x_mean, x_std = np.zeros(x.shape[-1]), np.ones(x.shape[-1])
   if o['normalize']:
-    x_mean = x[train].mean(axis=(0, 1))
-    x_std = x[train].std(axis=(0, 1))
+    valid = np.ones(x.shape[:2], bool)  # (N, T): steps that count
+    if lengths is not None:
+      valid = np.arange(x.shape[1]) < lengths[:, None]
+    steps = x[train][valid[train]]  # (valid steps, F)
+    x_mean, x_std = steps.mean(axis=0), steps.std(axis=0)
     x_std = np.where(x_std > 0, x_std, 1.0)
   x = ((x - x_mean) / x_std).astype(np.float32)
+  if lengths is not None:
+    x = {'x': x, 'lengths': lengths}
   if kind == 'classes':
     return _classifier(x, y, parts)
   y_mean, y_std = np.zeros(y.shape[1]), np.ones(y.shape[1])
@@ -223,12 +244,13 @@ def sequences_task(options) -> tasks.Task:
 
 def _sampler(x, y, train):
   """Random training examples by key: the training part alone is on device."""
-  train_x, train_y = jnp.asarray(x[train]), jnp.asarray(y[train])
+  train_x = jax.tree_util.tree_map(lambda a: jnp.asarray(a[train]), x)
+  train_y = jnp.asarray(y[train])
 
   def generate(key, batch_size, offset=0):
     del offset
     i = jax.random.randint(key, (batch_size,), 0, len(train))
-    return train_x[i], train_y[i]
+    return jax.tree_util.tree_map(lambda a: a[i], train_x), train_y[i]
 
   return generate
 
@@ -238,7 +260,8 @@ def _held_out(x, y, parts):
   def held_out(part):
     if part not in parts:
       raise ValueError(f'held_out part {part!r}: use one of {list(parts)}')
-    return x[parts[part]], y[parts[part]]
+    index = parts[part]
+    return jax.tree_util.tree_map(lambda a: a[index], x), y[index]
 
   return held_out
 

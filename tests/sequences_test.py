@@ -138,10 +138,10 @@ def test_regression_metrics_in_y_units(tmp_path):
       {
         'x': np.zeros((10, 4, 1)),
         'y': np.zeros(10, int),
-        'lengths': np.full(10, 4),
+        'lengths': np.full(10, 5),
       },
       {},
-      "'lengths'.*cannot take yet",
+      r'lengths must be 10 integers in \[1, 4\]',
     ),
     (
       {'x': np.zeros((10, 4, 1)), 'y': np.full(10, 0.5)},
@@ -227,3 +227,38 @@ def test_sequences_config(tmp_path):
   config.task.path = make_npz(tmp_path / 'c.npz')
   task = experiment.check_config(config)
   assert task.name == 'sequences' and task.num_outputs == 3
+
+
+def test_right_padded_sequences_read_only_their_valid_steps(tmp_path):
+  """With ``lengths``, the inputs carry them, the LSTM reads only the valid
+  steps (padding values change nothing) and a run trains and evaluates."""
+  from lstm_flax import experiment  # pylint: disable=g-import-not-at-top
+  from lstm_flax import models  # pylint: disable=g-import-not-at-top
+  from lstm_flax import train as train_lib  # pylint: disable=g-import-not-at-top
+
+  lengths = np.arange(90) % 4 + 2  # 2..5 valid steps of 5
+  path = make_npz(tmp_path / 'p.npz', lengths=lengths)
+  task = task_of(path, split=(0.6, 0.8, 1.0))
+  inputs, targets = task.held_out('test')
+  assert set(inputs) == {'x', 'lengths'} and len(targets) == 18
+  batch, _ = task.generate(jax.random.key(0), 4)
+  assert batch['x'].shape == (4, 5, 2) and batch['lengths'].shape == (4,)
+  model = models.StackedLSTM((6, 6), task.num_outputs)
+  params = model.init(jax.random.key(1), inputs)
+  padded = dict(inputs)
+  steps = np.arange(5) >= inputs['lengths'][:, None]  # (N, T) padding
+  padded['x'] = np.where(steps[..., None], 1e3, inputs['x'])
+  np.testing.assert_allclose(
+    model.apply(params, inputs), model.apply(params, padded), atol=1e-6
+  )
+  config = load_config('sequences').unlock()
+  config.task.path = path
+  config.task.split = (0.6, 0.8, 1.0)
+  config.train.steps = 20
+  config.train.steps_per_call = 10
+  config.train.batch_size = 8
+  config.eval.figure_examples = 0
+  experiment.check_config(config)
+  results = train_lib.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert results['eval']['num_examples'] == 18
+  assert 0 <= results['eval']['accuracy'] <= 1
