@@ -500,8 +500,8 @@ def _model_differences(config, workdir: str) -> List[str]:
     ) from e
 
 
-# The loop's entry points, imported here only (jax and the loop load in ~1 s;
-# --help and fields need neither).
+# The loop's entry points, imported here only (jax and the loop are slow to
+# import; --help and fields need neither).
 
 
 def _check_config(config):

@@ -142,19 +142,7 @@ def lstm_recurrence(
     except TypeError as e:  # forward mode that _in_forward_mode missed
       if 'forward-mode' not in str(e):
         raise
-  hs, h_last, c_last, _ = _forward(
-    x,
-    kernel,
-    bias,
-    matrix,
-    h0,
-    c0,
-    layer_sizes,
-    unroll,
-    False,
-    return_sequences,
-  )
-  return hs, h_last, c_last
+  return _plain_recurrence(*args)
 
 
 def _in_forward_mode(args) -> bool:
@@ -171,11 +159,10 @@ def _in_forward_mode(args) -> bool:
   return False
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def _fused_recurrence(
+def _plain_recurrence(
   x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, return_sequences
 ):
-  """``lstm_recurrence`` with the hand-written gradient (no forward mode)."""
+  """The loop alone, differentiated (if at all) by JAX's own rules."""
   hs, h_last, c_last, _ = _forward(
     x,
     kernel,
@@ -189,6 +176,16 @@ def _fused_recurrence(
     return_sequences,
   )
   return hs, h_last, c_last
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _fused_recurrence(
+  x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, return_sequences
+):
+  """``lstm_recurrence`` with the hand-written gradient (no forward mode)."""
+  return _plain_recurrence(
+    x, kernel, bias, matrix, h0, c0, layer_sizes, unroll, return_sequences
+  )
 
 
 def _recurrence_fwd(

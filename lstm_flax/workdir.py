@@ -253,7 +253,7 @@ RUN_FILES = (
 # change what it trains; a lower learning
 # rate or clipping is the advice after a NaN stop, to follow from the last good
 # checkpoint.
-RESUMABLE_FIELDS = (
+_CADENCE_FIELDS = (  # how long and how often; not what one step computes
   'train.steps',
   'train.steps_per_call',
   'train.checkpoint_every',
@@ -261,23 +261,15 @@ RESUMABLE_FIELDS = (
   'train.log_every',
   'train.log_grad_norm',
   'train.tensorboard',
+  'eval.',
+)
+RESUMABLE_FIELDS = _CADENCE_FIELDS + (
   'optimizer.learning_rate',
   'optimizer.grad_clip_norm',
-  'eval.',
 )
 
 # Fields that do not change what a checkpoint holds (for --mode=eval|predict).
-NOT_MODEL_FIELDS = (
-  'train.steps',
-  'train.steps_per_call',
-  'train.checkpoint_every',
-  'train.keep_checkpoints',
-  'train.log_every',
-  'train.log_grad_norm',
-  'train.tensorboard',
-  'optimizer.',
-  'eval.',
-)
+NOT_MODEL_FIELDS = _CADENCE_FIELDS + ('optimizer.',)
 
 
 def _flat(tree, prefix=''):
